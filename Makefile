@@ -1,0 +1,75 @@
+# Builds ngx_http_lifecycle_module.so against Debian's nginx-dev sources
+# with Debian's own configure flags, in a private copy under build/.
+#
+#   make            the module: build/ngx_http_lifecycle_module.so
+#   make asan       the same with AddressSanitizer: build-asan/...
+#   make test       install what is missing, build, run t/ with prove
+#   make test-asan  the suite against the ASan build
+#   make demo       install what is missing, build, start the demo shop
+
+NGX_SRC  ?= /usr/share/nginx/src
+MODULE    = ngx_http_lifecycle_module.so
+SOURCES   = config $(wildcard ngx_lifecycle_module/*.[ch])
+PROVE    ?= prove
+PROVE_ARGS ?= -r t/
+
+ASAN_CC_OPT = -fsanitize=address -fno-omit-frame-pointer -fPIC -g -O1
+ASAN_LD_OPT = -fsanitize=address -fPIC
+
+.PHONY: all module asan test test-asan demo demo-stop deps clean
+
+all: module
+
+module: build/$(MODULE)
+
+asan: build-asan/$(MODULE)
+
+# configure runs again only when config (the addon file) changes; nginx's
+# own Makefile then recompiles only the sources that changed.
+build/nginx/Makefile: config
+	@test -f $(NGX_SRC)/conf_flags || \
+	    { echo "missing $(NGX_SRC): apt-get install nginx-dev"; exit 1; }
+	rm -rf build/nginx && mkdir -p build && cp -r $(NGX_SRC) build/nginx
+	cd build/nginx && . ./conf_flags && \
+	    ./configure "$${NGX_CONF_FLAGS[@]}" \
+	        --with-cc-opt="-g -O2 -Wall -Werror" \
+	        --add-dynamic-module=$(CURDIR) > configure.log
+
+build/$(MODULE): build/nginx/Makefile $(SOURCES)
+	$(MAKE) -C build/nginx -f objs/Makefile modules
+	cp build/nginx/objs/$(MODULE) $@
+
+build-asan/nginx/Makefile: config
+	@test -f $(NGX_SRC)/conf_flags || \
+	    { echo "missing $(NGX_SRC): apt-get install nginx-dev"; exit 1; }
+	rm -rf build-asan/nginx && mkdir -p build-asan && \
+	    cp -r $(NGX_SRC) build-asan/nginx
+	cd build-asan/nginx && . ./conf_flags && \
+	    ./configure "$${NGX_CONF_FLAGS[@]}" \
+	        --with-cc-opt="$(ASAN_CC_OPT) -Wall -Werror" \
+	        --with-ld-opt="$(ASAN_LD_OPT)" \
+	        --add-dynamic-module=$(CURDIR) > configure.log
+
+build-asan/$(MODULE): build-asan/nginx/Makefile $(SOURCES)
+	$(MAKE) -C build-asan/nginx -f objs/Makefile modules
+	cp build-asan/nginx/objs/$(MODULE) $@
+
+deps:
+	@./scripts/deps.sh test
+
+test: deps module
+	LIFECYCLE_MODULE=$(CURDIR)/build/$(MODULE) $(PROVE) $(PROVE_ARGS)
+
+test-asan: deps asan
+	LIFECYCLE_MODULE=$(CURDIR)/build-asan/$(MODULE) \
+	LIFECYCLE_ASAN=1 $(PROVE) $(PROVE_ARGS)
+
+demo: module
+	@./scripts/deps.sh demo
+	./scripts/demo.sh start
+
+demo-stop:
+	./scripts/demo.sh stop
+
+clean:
+	rm -rf build build-asan
