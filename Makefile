@@ -7,6 +7,7 @@
 #   make test-asan  the suite against the ASan build
 #   make demo       install what is missing, build, start the demo shop
 
+SHELL    := /bin/bash
 NGX_SRC  ?= /usr/share/nginx/src
 MODULE    = ngx_http_lifecycle_module.so
 SOURCES   = config $(wildcard ngx_lifecycle_module/*.[ch])
@@ -64,8 +65,10 @@ test-asan: deps asan
 	LIFECYCLE_MODULE=$(CURDIR)/build-asan/$(MODULE) \
 	LIFECYCLE_ASAN=1 $(PROVE) $(PROVE_ARGS)
 
-demo: module
+# packages first: on a fresh machine the build needs nginx-dev
+demo:
 	@./scripts/deps.sh demo
+	@$(MAKE) --no-print-directory module
 	./scripts/demo.sh start
 
 demo-stop:

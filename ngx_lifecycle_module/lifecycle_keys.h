@@ -1,0 +1,73 @@
+
+/*
+ * Redis key layout shared by the module and lifecycle-agent.
+ * Plain C, no nginx types: both programs compile it. docs/redis.md is
+ * the reader's version of this file.
+ */
+
+#ifndef _LIFECYCLE_KEYS_H_INCLUDED_
+#define _LIFECYCLE_KEYS_H_INCLUDED_
+
+
+/* 128-bit visitor id as lowercase hex */
+#define LC_VID_LEN            32
+
+/* 64 shards; the shard is the hash tag of every key of a visitor */
+#define LC_SHARDS             64
+#define LC_SHARD_MASK         0x3f
+
+/* "lc:{hh}:" */
+#define LC_PREFIX_LEN         (sizeof("lc:{00}:") - 1)
+
+/* per-shard keys */
+#define LC_KEY_EVENTS         "ev"
+#define LC_KEY_IDLE           "idle"
+
+/* suffixes of "lc:{hh}:v:VID" */
+#define LC_KEY_RECENT         ":r"
+#define LC_KEY_SEARCHES       ":q"
+#define LC_KEY_CART           ":cart"
+#define LC_KEY_ORDERS         ":o"
+
+/* bounds on what one visitor keeps */
+#define LC_RECENT_MAX         20
+#define LC_SEARCHES_MAX       10
+#define LC_ORDERS_MAX         50
+#define LC_STREAM_MAXLEN      10000
+
+/* what a visitor whose cookie never came back may leave, in seconds */
+#define LC_FIRST_REQUEST_TTL  3600
+
+
+static inline unsigned
+lc_hex_value(unsigned char c)
+{
+    return (c >= 'a') ? (unsigned) (c - 'a' + 10) : (unsigned) (c - '0');
+}
+
+
+/* shard of a visitor id: the low six bits of its first byte */
+static inline unsigned
+lc_shard(const unsigned char *vid)
+{
+    return ((lc_hex_value(vid[0]) << 4) | lc_hex_value(vid[1]))
+           & LC_SHARD_MASK;
+}
+
+
+/* writes "lc:{hh}:" (LC_PREFIX_LEN bytes, not terminated) */
+static inline unsigned char *
+lc_shard_prefix(unsigned char *p, unsigned shard)
+{
+    static const char  hex[] = "0123456789abcdef";
+
+    *p++ = 'l'; *p++ = 'c'; *p++ = ':'; *p++ = '{';
+    *p++ = hex[(shard >> 4) & 0xf];
+    *p++ = hex[shard & 0xf];
+    *p++ = '}'; *p++ = ':';
+
+    return p;
+}
+
+
+#endif /* _LIFECYCLE_KEYS_H_INCLUDED_ */

@@ -1,0 +1,206 @@
+
+/*
+ * lifecycle: visitor recognition, view recording and personalization
+ * at the edge. Declarations shared by the module's files.
+ */
+
+#ifndef _NGX_HTTP_LIFECYCLE_MODULE_H_INCLUDED_
+#define _NGX_HTTP_LIFECYCLE_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "lifecycle_keys.h"
+
+
+/* view types, in the order of ngx_http_lifecycle_view_types[] */
+typedef enum {
+    NGX_HTTP_LIFECYCLE_VIEW_PAGE = 0,
+    NGX_HTTP_LIFECYCLE_VIEW_PRODUCT,
+    NGX_HTTP_LIFECYCLE_VIEW_CATEGORY,
+    NGX_HTTP_LIFECYCLE_VIEW_SEARCH,
+    NGX_HTTP_LIFECYCLE_VIEW_CART_ADD,
+    NGX_HTTP_LIFECYCLE_VIEW_CART_REMOVE,
+    NGX_HTTP_LIFECYCLE_VIEW_CART,
+    NGX_HTTP_LIFECYCLE_VIEW_CHECKOUT,
+    NGX_HTTP_LIFECYCLE_VIEW_PURCHASE,
+    NGX_HTTP_LIFECYCLE_VIEW_NTYPES
+} ngx_http_lifecycle_view_type_e;
+
+
+/* why a request was not tracked */
+typedef enum {
+    NGX_HTTP_LIFECYCLE_TRACK = 0,
+    NGX_HTTP_LIFECYCLE_SKIP_HEAD,
+    NGX_HTTP_LIFECYCLE_SKIP_PREFETCH,
+    NGX_HTTP_LIFECYCLE_SKIP_BOT,
+    NGX_HTTP_LIFECYCLE_SKIP_GPC,
+    NGX_HTTP_LIFECYCLE_SKIP_DNT,
+    NGX_HTTP_LIFECYCLE_SKIP_CONSENT,
+    NGX_HTTP_LIFECYCLE_NSKIPS
+} ngx_http_lifecycle_skip_e;
+
+
+/* counters in shared memory, one slot each; see ..._status.c */
+typedef enum {
+    NGX_HTTP_LIFECYCLE_STAT_TRACKED = 0,
+    NGX_HTTP_LIFECYCLE_STAT_VISITORS_NEW,
+    NGX_HTTP_LIFECYCLE_STAT_COOKIES_INVALID,
+    NGX_HTTP_LIFECYCLE_STAT_SESSIONS_NEW,
+    NGX_HTTP_LIFECYCLE_STAT_REDIS_ROUNDTRIPS,
+    NGX_HTTP_LIFECYCLE_STAT_REDIS_ERRORS,
+    NGX_HTTP_LIFECYCLE_STAT_REDIS_TIMEOUTS,
+    NGX_HTTP_LIFECYCLE_STAT_REDIS_RECONNECTS,
+    NGX_HTTP_LIFECYCLE_STAT_REDIS_CONNECTED,
+    NGX_HTTP_LIFECYCLE_STAT_RTT_SUM_US,
+    NGX_HTTP_LIFECYCLE_STAT_SKIPPED,
+    NGX_HTTP_LIFECYCLE_STAT_VIEWS = NGX_HTTP_LIFECYCLE_STAT_SKIPPED
+                                    + NGX_HTTP_LIFECYCLE_NSKIPS,
+    NGX_HTTP_LIFECYCLE_STAT_RTT_BUCKETS = NGX_HTTP_LIFECYCLE_STAT_VIEWS
+                                          + NGX_HTTP_LIFECYCLE_VIEW_NTYPES,
+    NGX_HTTP_LIFECYCLE_STAT_RTT_END = NGX_HTTP_LIFECYCLE_STAT_RTT_BUCKETS + 11,
+    NGX_HTTP_LIFECYCLE_NSTATS = NGX_HTTP_LIFECYCLE_STAT_RTT_END
+} ngx_http_lifecycle_stat_e;
+
+
+typedef struct {
+    ngx_uint_t                  type;
+    ngx_regex_t                *regex;
+    ngx_int_t                   id_capture;    /* "id" group or -1 */
+    ngx_uint_t                  captures;
+    ngx_http_complex_value_t   *id;
+    ngx_http_complex_value_t   *category;
+    ngx_uint_t                  methods;       /* NGX_HTTP_GET|... */
+} ngx_http_lifecycle_view_t;
+
+
+typedef struct {
+    ngx_str_t                   host;          /* IP, or a unix path */
+    in_port_t                   port;          /* 0: unix socket */
+    ngx_str_t                   password;
+    ngx_int_t                   db;
+    ngx_str_t                   name;          /* as written, for logs */
+} ngx_http_lifecycle_redis_addr_t;
+
+
+typedef struct {
+    ngx_http_lifecycle_redis_addr_t  redis;
+    ngx_str_t                   secret;
+    time_t                      retention;
+    ngx_array_t                *bots;          /* of ngx_regex_elt_t */
+    ngx_shm_zone_t             *shm_zone;
+    ngx_flag_t                  used;          /* "lifecycle on" somewhere */
+} ngx_http_lifecycle_main_conf_t;
+
+
+typedef struct {
+    ngx_msec_t                  session_timeout;
+    ngx_str_t                   cookie_name;
+    time_t                      cookie_max_age;
+    ngx_str_t                   cookie_domain;
+    ngx_flag_t                  respect_dnt;
+    ngx_flag_t                  respect_gpc;
+} ngx_http_lifecycle_srv_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                  enable;
+    ngx_msec_t                  timeout;
+    ngx_http_complex_value_t   *consent;
+    ngx_array_t                *views;         /* of ngx_http_lifecycle_view_t */
+} ngx_http_lifecycle_loc_conf_t;
+
+
+typedef struct ngx_http_lifecycle_pending_s  ngx_http_lifecycle_pending_t;
+
+/* called once per command: reply is NULL when the connection was lost */
+typedef void (*ngx_http_lifecycle_reply_pt)(void *data, void *reply);
+
+struct ngx_http_lifecycle_pending_s {
+    ngx_http_lifecycle_reply_pt  handler;
+    void                        *data;         /* NULL: nobody waits */
+    uint64_t                     sent_us;
+};
+
+
+/* one per tracked request; found again after internal redirects */
+typedef struct {
+    u_char                      vid[LC_VID_LEN];
+    ngx_http_request_t         *request;
+    ngx_http_lifecycle_view_t  *view;
+    ngx_str_t                   view_id;
+    ngx_str_t                   view_category;
+    ngx_http_lifecycle_pending_t  *pending;
+    const char                **argv;          /* kept for a NOSCRIPT retry */
+    size_t                     *argvlen;
+    ngx_uint_t                  argc;
+    ngx_event_t                 wake;          /* budget timer, resumption */
+    ngx_uint_t                  visits;
+    ngx_uint_t                  session;       /* 0: not known */
+
+    unsigned                    tracked:1;
+    unsigned                    new_visitor:1;
+    unsigned                    waiting:1;
+    unsigned                    done:1;
+    unsigned                    retried:1;
+} ngx_http_lifecycle_ctx_t;
+
+
+extern ngx_module_t  ngx_http_lifecycle_module;
+extern ngx_module_t  ngx_http_lifecycle_filter_module;
+
+extern ngx_str_t     ngx_http_lifecycle_view_types[];
+extern ngx_str_t     ngx_http_lifecycle_skip_reasons[];
+
+
+/* module */
+ngx_http_lifecycle_ctx_t *ngx_http_lifecycle_get_ctx(ngx_http_request_t *r);
+ngx_int_t ngx_http_lifecycle_read_file(ngx_conf_t *cf, ngx_str_t *name,
+    ngx_str_t *out);
+
+/* visitor */
+ngx_http_lifecycle_skip_e ngx_http_lifecycle_visitor_skip(
+    ngx_http_request_t *r);
+ngx_int_t ngx_http_lifecycle_visitor_identify(ngx_http_request_t *r,
+    ngx_http_lifecycle_ctx_t *ctx);
+ngx_int_t ngx_http_lifecycle_visitor_set_cookie(ngx_http_request_t *r,
+    ngx_http_lifecycle_ctx_t *ctx);
+char *ngx_http_lifecycle_visitor_init_bots(ngx_conf_t *cf,
+    ngx_http_lifecycle_main_conf_t *lmcf);
+
+/* views */
+char *ngx_http_lifecycle_view(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_lifecycle_view_match(ngx_http_request_t *r,
+    ngx_http_lifecycle_loc_conf_t *llcf, ngx_http_lifecycle_ctx_t *ctx);
+
+/* redis connection */
+ngx_int_t ngx_http_lifecycle_redis_init_process(ngx_cycle_t *cycle);
+void ngx_http_lifecycle_redis_exit_process(ngx_cycle_t *cycle);
+ngx_http_lifecycle_pending_t *ngx_http_lifecycle_redis_command(
+    ngx_log_t *log, ngx_http_lifecycle_reply_pt handler, void *data,
+    int argc, const char **argv, const size_t *argvlen);
+
+/* profile: the one script call of a tracked request */
+ngx_int_t ngx_http_lifecycle_profile_init(ngx_conf_t *cf,
+    ngx_http_lifecycle_main_conf_t *lmcf);
+ngx_str_t *ngx_http_lifecycle_profile_script(void);
+ngx_int_t ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
+    ngx_http_lifecycle_ctx_t *ctx);
+
+/* status */
+ngx_int_t ngx_http_lifecycle_status_init_zone(ngx_conf_t *cf,
+    ngx_http_lifecycle_main_conf_t *lmcf);
+void ngx_http_lifecycle_stat_add(ngx_uint_t stat, ngx_atomic_int_t n);
+void ngx_http_lifecycle_stat_rtt(uint64_t start_us);
+uint64_t ngx_http_lifecycle_now_us(void);
+char *ngx_http_lifecycle_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+#define ngx_http_lifecycle_stat_inc(stat)                                     \
+    ngx_http_lifecycle_stat_add(stat, 1)
+
+
+#endif /* _NGX_HTTP_LIFECYCLE_MODULE_H_INCLUDED_ */

@@ -1,0 +1,392 @@
+
+/*
+ * lifecycle: the one Redis round trip of a tracked request. A server-side
+ * script records the view, keeps the session, sets retention and appends
+ * the event, and answers with the visitor's state. Every key it touches
+ * carries the visitor's shard as hash tag (lifecycle_keys.h).
+ */
+
+
+#include "ngx_http_lifecycle_module.h"
+
+#include <ngx_sha1.h>
+
+#include <hiredis/hiredis.h>
+
+
+#define NGX_HTTP_LIFECYCLE_STR(x)   NGX_HTTP_LIFECYCLE_STR2(x)
+#define NGX_HTTP_LIFECYCLE_STR2(x)  #x
+
+/* one request in this many per worker also trims the shard's idle set */
+#define NGX_HTTP_LIFECYCLE_TRIM_EVERY  128
+
+
+enum {
+    NGX_HTTP_LIFECYCLE_ARG_CMD = 0,
+    NGX_HTTP_LIFECYCLE_ARG_SCRIPT,
+    NGX_HTTP_LIFECYCLE_ARG_NKEYS,
+    NGX_HTTP_LIFECYCLE_ARG_KEY,
+    NGX_HTTP_LIFECYCLE_ARG_NOW,
+    NGX_HTTP_LIFECYCLE_ARG_SESSION_TIMEOUT,
+    NGX_HTTP_LIFECYCLE_ARG_TTL,
+    NGX_HTTP_LIFECYCLE_ARG_FIRST,
+    NGX_HTTP_LIFECYCLE_ARG_TYPE,
+    NGX_HTTP_LIFECYCLE_ARG_ID,
+    NGX_HTTP_LIFECYCLE_ARG_CATEGORY,
+    NGX_HTTP_LIFECYCLE_ARG_URI,
+    NGX_HTTP_LIFECYCLE_ARG_PREFIX,
+    NGX_HTTP_LIFECYCLE_ARG_VID,
+    NGX_HTTP_LIFECYCLE_ARG_TRIM,
+    NGX_HTTP_LIFECYCLE_NARGS
+};
+
+
+/*
+ * KEYS[1] the profile "lc:{hh}:v:VID"; the other keys are named from
+ * ARGV (prefix "lc:{hh}:" and VID) and share its slot.
+ * ARGV: now(ms) session_timeout(ms) ttl(s) first(0|1) type id category
+ *       uri prefix vid trim_before(ms|0)
+ * Answer: { visits, session, new_session }
+ */
+static ngx_str_t  ngx_http_lifecycle_script = ngx_string(
+"local v = KEYS[1]\n"
+"local now = tonumber(ARGV[1])\n"
+"local ttl = ARGV[3]\n"
+"local first = ARGV[4] == '1'\n"
+"local typ, id, cat = ARGV[5], ARGV[6], ARGV[7]\n"
+"local prefix, vid = ARGV[9], ARGV[10]\n"
+"local st = redis.call('HMGET', v, 'sess', 'sess_last', 'visits', 'kept')\n"
+"local sess = tonumber(st[1]) or 0\n"
+"local visits = tonumber(st[3]) or 0\n"
+"local ns = 0\n"
+"if sess == 0 or now - (tonumber(st[2]) or 0) > tonumber(ARGV[2]) then\n"
+"  visits = visits + 1\n"
+"  sess = visits\n"
+"  ns = 1\n"
+"end\n"
+"local s = prefix .. 's:' .. vid .. ':' .. sess\n"
+"if ns == 1 then\n"
+"  redis.call('HSET', v, 'visits', visits, 'sess', sess,\n"
+"             'sess_last', now, 'last', now)\n"
+"  redis.call('HSETNX', v, 'first', now)\n"
+"  redis.call('HSET', s, 'start', now, 'last', now)\n"
+"else\n"
+"  redis.call('HSET', v, 'sess_last', now, 'last', now)\n"
+"  redis.call('HSET', s, 'last', now)\n"
+"end\n"
+"if typ ~= '' then\n"
+"  redis.call('HINCRBY', v, 'views', 1)\n"
+"  redis.call('HINCRBY', v, 't:' .. typ, 1)\n"
+"  redis.call('HINCRBY', s, 'views', 1)\n"
+"  redis.call('HINCRBY', s, 't:' .. typ, 1)\n"
+"  local cart = v .. '" LC_KEY_CART "'\n"
+"  if typ == 'product' and id ~= '' then\n"
+"    redis.call('HINCRBY', v, 'p:' .. id, 1)\n"
+"    redis.call('HINCRBY', s, 'p:' .. id, 1)\n"
+"    local r = v .. '" LC_KEY_RECENT "'\n"
+"    redis.call('ZADD', r, now, id)\n"
+"    redis.call('ZREMRANGEBYRANK', r, 0, -"
+         NGX_HTTP_LIFECYCLE_STR(LC_RECENT_MAX) " - 1)\n"
+"    redis.call('EXPIRE', r, ttl)\n"
+"  elseif typ == 'category' and id ~= '' then\n"
+"    cat = id\n"
+"  elseif typ == 'search' and id ~= '' then\n"
+"    local q = v .. '" LC_KEY_SEARCHES "'\n"
+"    redis.call('LPUSH', q, id)\n"
+"    redis.call('LTRIM', q, 0, " NGX_HTTP_LIFECYCLE_STR(LC_SEARCHES_MAX)
+                                 " - 1)\n"
+"    redis.call('EXPIRE', q, ttl)\n"
+"  elseif typ == 'cart_add' and id ~= '' then\n"
+"    redis.call('HINCRBY', cart, id, 1)\n"
+"    redis.call('HINCRBY', v, 'cart', 1)\n"
+"    redis.call('HINCRBY', s, 'cart_adds', 1)\n"
+"    redis.call('EXPIRE', cart, ttl)\n"
+"  elseif typ == 'cart_remove' and id ~= '' then\n"
+"    local n = tonumber(redis.call('HGET', cart, id))\n"
+"    if n then\n"
+"      redis.call('HDEL', cart, id)\n"
+"      redis.call('HINCRBY', v, 'cart', -n)\n"
+"    end\n"
+"  elseif typ == 'purchase' then\n"
+"    redis.call('HINCRBY', v, 'purchases', 1)\n"
+"    redis.call('HSET', v, 'cart', 0, 'last_purchase', now,\n"
+"               'last_order', id)\n"
+"    redis.call('HSET', s, 'purchase', id ~= '' and id or '1')\n"
+"    redis.call('DEL', cart)\n"
+"    if id ~= '' then\n"
+"      local o = v .. '" LC_KEY_ORDERS "'\n"
+"      redis.call('LPUSH', o, id)\n"
+"      redis.call('LTRIM', o, 0, " NGX_HTTP_LIFECYCLE_STR(LC_ORDERS_MAX)
+                                   " - 1)\n"
+"      redis.call('EXPIRE', o, ttl)\n"
+"    end\n"
+"  end\n"
+"  if cat ~= '' then\n"
+"    redis.call('HINCRBY', v, 'c:' .. cat, 1)\n"
+"    redis.call('HINCRBY', s, 'c:' .. cat, 1)\n"
+"  end\n"
+"  local ev = {'XADD', prefix .. '" LC_KEY_EVENTS "', 'MAXLEN', '~', "
+                NGX_HTTP_LIFECYCLE_STR(LC_STREAM_MAXLEN) ", '*',\n"
+"              'type', typ, 'vid', vid, 'sess', sess, 'ts', now,\n"
+"              'uri', ARGV[8]}\n"
+"  if id ~= '' then ev[#ev + 1] = 'id'; ev[#ev + 1] = id end\n"
+"  if ARGV[7] ~= '' then ev[#ev + 1] = 'cat'; ev[#ev + 1] = ARGV[7] end\n"
+"  if first then ev[#ev + 1] = 'new'; ev[#ev + 1] = '1' end\n"
+"  if ns == 1 then ev[#ev + 1] = 'ns'; ev[#ev + 1] = '1' end\n"
+"  redis.call(unpack(ev))\n"
+"end\n"
+"redis.call('EXPIRE', v, ttl)\n"
+"redis.call('EXPIRE', s, ttl)\n"
+"if not first then\n"
+"  if ns == 1 or not st[4] then\n"
+"    redis.call('EXPIRE', v .. '" LC_KEY_RECENT "', ttl)\n"
+"    redis.call('EXPIRE', v .. '" LC_KEY_SEARCHES "', ttl)\n"
+"    redis.call('EXPIRE', v .. '" LC_KEY_CART "', ttl)\n"
+"    redis.call('EXPIRE', v .. '" LC_KEY_ORDERS "', ttl)\n"
+"    if not st[4] then redis.call('HSET', v, 'kept', 1) end\n"
+"  end\n"
+"  local idle = prefix .. '" LC_KEY_IDLE "'\n"
+"  redis.call('ZADD', idle, now, vid .. ':' .. sess)\n"
+"  if ARGV[11] ~= '0' then\n"
+"    redis.call('ZREMRANGEBYSCORE', idle, '-inf', ARGV[11])\n"
+"  end\n"
+"end\n"
+"return {visits, sess, ns}\n");
+
+
+static void ngx_http_lifecycle_profile_reply(void *data, void *reply);
+static ngx_int_t ngx_http_lifecycle_profile_send(ngx_http_request_t *r,
+    ngx_http_lifecycle_ctx_t *ctx);
+
+
+static u_char      ngx_http_lifecycle_script_sha[40];
+static ngx_uint_t  ngx_http_lifecycle_requests;
+
+
+ngx_int_t
+ngx_http_lifecycle_profile_init(ngx_conf_t *cf,
+    ngx_http_lifecycle_main_conf_t *lmcf)
+{
+    u_char      digest[20];
+    ngx_sha1_t  sha1;
+
+    ngx_sha1_init(&sha1);
+    ngx_sha1_update(&sha1, ngx_http_lifecycle_script.data,
+                    ngx_http_lifecycle_script.len);
+    ngx_sha1_final(digest, &sha1);
+
+    ngx_hex_dump(ngx_http_lifecycle_script_sha, digest, sizeof(digest));
+
+    return NGX_OK;
+}
+
+
+ngx_str_t *
+ngx_http_lifecycle_profile_script(void)
+{
+    return &ngx_http_lifecycle_script;
+}
+
+
+ngx_int_t
+ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
+    ngx_http_lifecycle_ctx_t *ctx)
+{
+    u_char                          *p, *numbers;
+    time_t                           ttl;
+    ngx_uint_t                       i;
+    ngx_msec_t                       now;
+    ngx_time_t                      *tp;
+    ngx_str_t                       *type, args[NGX_HTTP_LIFECYCLE_NARGS];
+    ngx_http_lifecycle_srv_conf_t   *lscf;
+    ngx_http_lifecycle_main_conf_t  *lmcf;
+
+    lscf = ngx_http_get_module_srv_conf(r, ngx_http_lifecycle_module);
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_lifecycle_module);
+
+    ngx_memzero(args, sizeof(args));
+
+    /* key, then the numbers: one allocation for all the small strings */
+    numbers = ngx_pnalloc(r->pool, LC_PREFIX_LEN + sizeof("v:") - 1
+                                   + LC_VID_LEN + 5 * NGX_INT64_LEN);
+    if (numbers == NULL) {
+        return NGX_ERROR;
+    }
+
+    tp = ngx_timeofday();
+    now = (ngx_msec_t) tp->sec * 1000 + tp->msec;
+    ttl = ctx->new_visitor ? LC_FIRST_REQUEST_TTL : lmcf->retention;
+
+    p = numbers;
+
+    args[NGX_HTTP_LIFECYCLE_ARG_PREFIX].data = p;
+    args[NGX_HTTP_LIFECYCLE_ARG_PREFIX].len = LC_PREFIX_LEN;
+    args[NGX_HTTP_LIFECYCLE_ARG_KEY].data = p;
+    p = lc_shard_prefix(p, lc_shard(ctx->vid));
+    *p++ = 'v';
+    *p++ = ':';
+    p = ngx_cpymem(p, ctx->vid, LC_VID_LEN);
+    args[NGX_HTTP_LIFECYCLE_ARG_KEY].len = p - numbers;
+
+    args[NGX_HTTP_LIFECYCLE_ARG_NOW].data = p;
+    p = ngx_sprintf(p, "%M", now);
+    args[NGX_HTTP_LIFECYCLE_ARG_NOW].len =
+                                   p - args[NGX_HTTP_LIFECYCLE_ARG_NOW].data;
+
+    args[NGX_HTTP_LIFECYCLE_ARG_SESSION_TIMEOUT].data = p;
+    p = ngx_sprintf(p, "%M", lscf->session_timeout);
+    args[NGX_HTTP_LIFECYCLE_ARG_SESSION_TIMEOUT].len =
+                       p - args[NGX_HTTP_LIFECYCLE_ARG_SESSION_TIMEOUT].data;
+
+    args[NGX_HTTP_LIFECYCLE_ARG_TTL].data = p;
+    p = ngx_sprintf(p, "%T", ttl);
+    args[NGX_HTTP_LIFECYCLE_ARG_TTL].len =
+                                   p - args[NGX_HTTP_LIFECYCLE_ARG_TTL].data;
+
+    args[NGX_HTTP_LIFECYCLE_ARG_TRIM].data = p;
+
+    if (++ngx_http_lifecycle_requests % NGX_HTTP_LIFECYCLE_TRIM_EVERY == 0) {
+        p = ngx_sprintf(p, "%M",
+                        now - (ngx_msec_t) lmcf->retention * 1000);
+    } else {
+        *p++ = '0';
+    }
+
+    args[NGX_HTTP_LIFECYCLE_ARG_TRIM].len =
+                                  p - args[NGX_HTTP_LIFECYCLE_ARG_TRIM].data;
+
+    ngx_str_set(&args[NGX_HTTP_LIFECYCLE_ARG_CMD], "EVALSHA");
+    args[NGX_HTTP_LIFECYCLE_ARG_SCRIPT].data = ngx_http_lifecycle_script_sha;
+    args[NGX_HTTP_LIFECYCLE_ARG_SCRIPT].len = 40;
+    ngx_str_set(&args[NGX_HTTP_LIFECYCLE_ARG_NKEYS], "1");
+
+    if (ctx->new_visitor) {
+        ngx_str_set(&args[NGX_HTTP_LIFECYCLE_ARG_FIRST], "1");
+    } else {
+        ngx_str_set(&args[NGX_HTTP_LIFECYCLE_ARG_FIRST], "0");
+    }
+
+    if (ctx->view) {
+        type = &ngx_http_lifecycle_view_types[ctx->view->type];
+        args[NGX_HTTP_LIFECYCLE_ARG_TYPE] = *type;
+        args[NGX_HTTP_LIFECYCLE_ARG_ID] = ctx->view_id;
+        args[NGX_HTTP_LIFECYCLE_ARG_CATEGORY] = ctx->view_category;
+    }
+
+    args[NGX_HTTP_LIFECYCLE_ARG_URI] = r->uri;
+    args[NGX_HTTP_LIFECYCLE_ARG_VID].data = ctx->vid;
+    args[NGX_HTTP_LIFECYCLE_ARG_VID].len = LC_VID_LEN;
+
+    ctx->argc = NGX_HTTP_LIFECYCLE_NARGS;
+    ctx->argv = ngx_palloc(r->pool, NGX_HTTP_LIFECYCLE_NARGS
+                                    * (sizeof(char *) + sizeof(size_t)));
+    if (ctx->argv == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->argvlen = (size_t *) (ctx->argv + NGX_HTTP_LIFECYCLE_NARGS);
+
+    for (i = 0; i < NGX_HTTP_LIFECYCLE_NARGS; i++) {
+        /* hiredis reads argvlen bytes: an empty string needs no buffer */
+        ctx->argv[i] = args[i].data ? (const char *) args[i].data : "";
+        ctx->argvlen[i] = args[i].len;
+    }
+
+    if (ctx->view) {
+        ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_VIEWS
+                                    + ctx->view->type);
+    }
+
+    return ngx_http_lifecycle_profile_send(r, ctx);
+}
+
+
+static ngx_int_t
+ngx_http_lifecycle_profile_send(ngx_http_request_t *r,
+    ngx_http_lifecycle_ctx_t *ctx)
+{
+    ctx->pending = ngx_http_lifecycle_redis_command(r->connection->log,
+                                          ngx_http_lifecycle_profile_reply,
+                                          ctx, (int) ctx->argc, ctx->argv,
+                                          ctx->argvlen);
+
+    /* Redis is not there: the page goes out with its default content */
+    return ctx->pending ? NGX_AGAIN : NGX_DECLINED;
+}
+
+
+static void
+ngx_http_lifecycle_profile_reply(void *data, void *reply)
+{
+    ngx_http_lifecycle_ctx_t  *ctx = data;
+
+    redisReply          *rr = reply;
+    ngx_http_request_t  *r;
+
+    ctx->pending = NULL;
+    r = ctx->request;
+
+    if (rr == NULL) {
+        goto wake;
+    }
+
+    if (rr->type == REDIS_REPLY_ERROR) {
+
+        /* Redis restarted or SCRIPT FLUSH: EVAL sends and caches it */
+        if (!ctx->retried && rr->len >= 8
+            && ngx_strncmp(rr->str, "NOSCRIPT", 8) == 0)
+        {
+            ctx->retried = 1;
+            ctx->argv[NGX_HTTP_LIFECYCLE_ARG_CMD] = "EVAL";
+            ctx->argvlen[NGX_HTTP_LIFECYCLE_ARG_CMD] = 4;
+            ctx->argv[NGX_HTTP_LIFECYCLE_ARG_SCRIPT] =
+                                  (const char *) ngx_http_lifecycle_script.data;
+            ctx->argvlen[NGX_HTTP_LIFECYCLE_ARG_SCRIPT] =
+                                                ngx_http_lifecycle_script.len;
+
+            if (ngx_http_lifecycle_profile_send(r, ctx) == NGX_AGAIN) {
+                return;
+            }
+
+            goto wake;
+        }
+
+        ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_ERRORS);
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "lifecycle: profile script failed: %*s",
+                      (size_t) rr->len, rr->str);
+        goto wake;
+    }
+
+    if (rr->type != REDIS_REPLY_ARRAY || rr->elements < 3
+        || rr->element[0]->type != REDIS_REPLY_INTEGER
+        || rr->element[1]->type != REDIS_REPLY_INTEGER
+        || rr->element[2]->type != REDIS_REPLY_INTEGER)
+    {
+        ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_ERRORS);
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "lifecycle: unexpected reply from the profile script");
+        goto wake;
+    }
+
+    ctx->visits = (ngx_uint_t) rr->element[0]->integer;
+    ctx->session = (ngx_uint_t) rr->element[1]->integer;
+
+    if (rr->element[2]->integer) {
+        ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_SESSIONS_NEW);
+    }
+
+wake:
+
+    if (!ctx->waiting) {
+        return;
+    }
+
+    if (ctx->wake.timer_set) {
+        ngx_del_timer(&ctx->wake);
+    }
+
+    ngx_post_event(&ctx->wake, &ngx_posted_events);
+}

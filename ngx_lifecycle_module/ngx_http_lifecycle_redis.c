@@ -1,0 +1,612 @@
+
+/*
+ * lifecycle: the worker's one asynchronous Redis connection, driven by
+ * nginx's event loop. hiredis 0.14 has no timeouts of its own: connect
+ * timeout, a watchdog for a server that stopped answering and reconnect
+ * with backoff are nginx timers here, all cancelable so that an old worker
+ * leaves at once on reload.
+ */
+
+
+#include "ngx_http_lifecycle_module.h"
+
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+
+
+#define NGX_HTTP_LIFECYCLE_CONNECT_TIMEOUT   1000
+#define NGX_HTTP_LIFECYCLE_HUNG_AFTER        1000
+#define NGX_HTTP_LIFECYCLE_WATCHDOG_PERIOD   250
+#define NGX_HTTP_LIFECYCLE_BACKOFF_MIN       100
+#define NGX_HTTP_LIFECYCLE_BACKOFF_MAX       2000
+#define NGX_HTTP_LIFECYCLE_LOG_EVERY         10000
+
+/* commands in flight beyond this fail fast: Redis is far behind */
+#define NGX_HTTP_LIFECYCLE_MAX_OUTSTANDING   4096
+
+
+typedef struct ngx_http_lifecycle_free_s  ngx_http_lifecycle_free_t;
+
+struct ngx_http_lifecycle_free_s {
+    ngx_http_lifecycle_free_t        *next;
+};
+
+
+typedef struct {
+    redisAsyncContext                *ac;
+    ngx_connection_t                 *conn;
+    ngx_http_lifecycle_redis_addr_t  *addr;
+    ngx_log_t                        *log;
+
+    ngx_event_t                       reconnect;
+    ngx_event_t                       watchdog;
+
+    ngx_msec_t                        backoff;
+    ngx_msec_t                        connect_start;
+    ngx_msec_t                        progress;
+    ngx_msec_t                        logged;
+    ngx_uint_t                        outstanding;
+    ngx_uint_t                        quiet;      /* failures not logged */
+
+    ngx_http_lifecycle_free_t        *free;       /* pending records */
+
+    unsigned                          connected:1;
+    unsigned                          unusable:1; /* setup failed */
+    unsigned                          exiting:1;
+} ngx_http_lifecycle_redis_t;
+
+
+static void ngx_http_lifecycle_redis_connect(void);
+static void ngx_http_lifecycle_redis_down(void);
+static void ngx_http_lifecycle_redis_drop(const char *why);
+static ngx_uint_t ngx_http_lifecycle_redis_log_now(void);
+static void ngx_http_lifecycle_redis_connected(const redisAsyncContext *ac,
+    int status);
+static void ngx_http_lifecycle_redis_disconnected(const redisAsyncContext *ac,
+    int status);
+static void ngx_http_lifecycle_redis_setup_reply(redisAsyncContext *ac,
+    void *reply, void *privdata);
+static void ngx_http_lifecycle_redis_reply(redisAsyncContext *ac,
+    void *reply, void *privdata);
+static void ngx_http_lifecycle_redis_reconnect_handler(ngx_event_t *ev);
+static void ngx_http_lifecycle_redis_watchdog_handler(ngx_event_t *ev);
+static void ngx_http_lifecycle_redis_read_handler(ngx_event_t *ev);
+static void ngx_http_lifecycle_redis_write_handler(ngx_event_t *ev);
+static void ngx_http_lifecycle_redis_add_read(void *privdata);
+static void ngx_http_lifecycle_redis_del_read(void *privdata);
+static void ngx_http_lifecycle_redis_add_write(void *privdata);
+static void ngx_http_lifecycle_redis_del_write(void *privdata);
+static void ngx_http_lifecycle_redis_cleanup(void *privdata);
+
+
+static ngx_http_lifecycle_redis_t  ngx_http_lifecycle_redis_worker;
+
+
+ngx_int_t
+ngx_http_lifecycle_redis_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_lifecycle_redis_t      *rc = &ngx_http_lifecycle_redis_worker;
+    ngx_http_lifecycle_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_lifecycle_module);
+
+    ngx_memzero(rc, sizeof(ngx_http_lifecycle_redis_t));
+
+    rc->addr = &lmcf->redis;
+    rc->log = cycle->log;
+    rc->backoff = NGX_HTTP_LIFECYCLE_BACKOFF_MIN;
+
+    rc->reconnect.handler = ngx_http_lifecycle_redis_reconnect_handler;
+    rc->reconnect.log = cycle->log;
+    rc->reconnect.data = rc;
+    rc->reconnect.cancelable = 1;
+
+    rc->watchdog.handler = ngx_http_lifecycle_redis_watchdog_handler;
+    rc->watchdog.log = cycle->log;
+    rc->watchdog.data = rc;
+    rc->watchdog.cancelable = 1;
+
+    ngx_http_lifecycle_redis_connect();
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_lifecycle_redis_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_lifecycle_redis_t  *rc = &ngx_http_lifecycle_redis_worker;
+    ngx_http_lifecycle_free_t   *f;
+
+    rc->exiting = 1;
+
+    if (rc->ac) {
+        ngx_http_lifecycle_redis_drop(NULL);
+    }
+
+    if (rc->reconnect.timer_set) {
+        ngx_del_timer(&rc->reconnect);
+    }
+
+    if (rc->watchdog.timer_set) {
+        ngx_del_timer(&rc->watchdog);
+    }
+
+    while (rc->free) {
+        f = rc->free;
+        rc->free = f->next;
+        ngx_free(f);
+    }
+}
+
+
+static void
+ngx_http_lifecycle_redis_connect(void)
+{
+    ngx_http_lifecycle_redis_t  *rc = &ngx_http_lifecycle_redis_worker;
+
+    ngx_str_t          *script;
+    ngx_connection_t   *c;
+    redisAsyncContext  *ac;
+
+    if (rc->addr->port) {
+        ac = redisAsyncConnect((char *) rc->addr->host.data, rc->addr->port);
+
+    } else {
+        ac = redisAsyncConnectUnix((char *) rc->addr->host.data);
+    }
+
+    if (ac == NULL) {
+        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                      "lifecycle: redis \"%V\": out of memory",
+                      &rc->addr->name);
+        goto failed;
+    }
+
+    if (ac->err) {
+        if (ngx_http_lifecycle_redis_log_now()) {
+            ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                          "lifecycle: redis \"%V\": connect failed: %s",
+                          &rc->addr->name, ac->errstr);
+        }
+
+        redisAsyncFree(ac);
+        goto failed;
+    }
+
+    c = ngx_get_connection(ac->c.fd, rc->log);
+    if (c == NULL) {
+        redisAsyncFree(ac);
+        goto failed;
+    }
+
+    c->read->handler = ngx_http_lifecycle_redis_read_handler;
+    c->write->handler = ngx_http_lifecycle_redis_write_handler;
+    c->read->log = rc->log;
+    c->write->log = rc->log;
+    c->data = rc;
+
+    /* hooks before the connect callback: 0.14 arms the write event there */
+    ac->ev.data = c;
+    ac->ev.addRead = ngx_http_lifecycle_redis_add_read;
+    ac->ev.delRead = ngx_http_lifecycle_redis_del_read;
+    ac->ev.addWrite = ngx_http_lifecycle_redis_add_write;
+    ac->ev.delWrite = ngx_http_lifecycle_redis_del_write;
+    ac->ev.cleanup = ngx_http_lifecycle_redis_cleanup;
+
+    rc->ac = ac;
+    rc->conn = c;
+    rc->connected = 0;
+    rc->unusable = 0;
+    rc->connect_start = ngx_current_msec;
+
+    redisAsyncSetConnectCallback(ac, ngx_http_lifecycle_redis_connected);
+    redisAsyncSetDisconnectCallback(ac, ngx_http_lifecycle_redis_disconnected);
+
+    /* queued now, sent in order as soon as the socket connects */
+
+    if (rc->addr->password.len) {
+        redisAsyncCommand(ac, ngx_http_lifecycle_redis_setup_reply, "AUTH",
+                          "AUTH %b", rc->addr->password.data,
+                          rc->addr->password.len);
+    }
+
+    if (rc->addr->db) {
+        redisAsyncCommand(ac, ngx_http_lifecycle_redis_setup_reply, "SELECT",
+                          "SELECT %d", (int) rc->addr->db);
+    }
+
+    script = ngx_http_lifecycle_profile_script();
+
+    redisAsyncCommand(ac, ngx_http_lifecycle_redis_setup_reply, "SCRIPT LOAD",
+                      "SCRIPT LOAD %b", script->data, script->len);
+
+    if (!rc->watchdog.timer_set) {
+        ngx_add_timer(&rc->watchdog, NGX_HTTP_LIFECYCLE_WATCHDOG_PERIOD);
+    }
+
+    return;
+
+failed:
+
+    ngx_http_lifecycle_redis_down();
+}
+
+
+/* the connection is gone: count it, and try again after the backoff */
+
+static void
+ngx_http_lifecycle_redis_down(void)
+{
+    ngx_http_lifecycle_redis_t  *rc = &ngx_http_lifecycle_redis_worker;
+
+    if (rc->connected) {
+        rc->connected = 0;
+        ngx_http_lifecycle_stat_add(NGX_HTTP_LIFECYCLE_STAT_REDIS_CONNECTED,
+                                    -1);
+    }
+
+    rc->ac = NULL;
+    rc->conn = NULL;
+    rc->outstanding = 0;
+
+    if (rc->exiting || rc->reconnect.timer_set) {
+        return;
+    }
+
+    ngx_add_timer(&rc->reconnect, rc->backoff);
+
+    rc->backoff *= 2;
+
+    if (rc->backoff > NGX_HTTP_LIFECYCLE_BACKOFF_MAX) {
+        rc->backoff = NGX_HTTP_LIFECYCLE_BACKOFF_MAX;
+    }
+}
+
+
+/* closes the connection from our side; every waiting command gets NULL */
+
+static void
+ngx_http_lifecycle_redis_drop(const char *why)
+{
+    ngx_http_lifecycle_redis_t  *rc = &ngx_http_lifecycle_redis_worker;
+
+    if (why && ngx_http_lifecycle_redis_log_now()) {
+        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                      "lifecycle: redis \"%V\": %s, reconnecting",
+                      &rc->addr->name, why);
+    }
+
+    redisAsyncFree(rc->ac);
+
+    /* the disconnect callback ran only if the socket had connected */
+    ngx_http_lifecycle_redis_down();
+}
+
+
+/* failures are logged once, then at most every ten seconds */
+
+static ngx_uint_t
+ngx_http_lifecycle_redis_log_now(void)
+{
+    ngx_http_lifecycle_redis_t  *rc = &ngx_http_lifecycle_redis_worker;
+
+    if (rc->quiet == 0
+        || ngx_current_msec - rc->logged >= NGX_HTTP_LIFECYCLE_LOG_EVERY)
+    {
+        rc->quiet = 1;
+        rc->logged = ngx_current_msec;
+        return 1;
+    }
+
+    return 0;
+}
+
+
+static void
+ngx_http_lifecycle_redis_connected(const redisAsyncContext *ac, int status)
+{
+    ngx_http_lifecycle_redis_t  *rc = &ngx_http_lifecycle_redis_worker;
+
+    if (status != REDIS_OK) {
+        /* hiredis frees the context when this returns */
+
+        if (ngx_http_lifecycle_redis_log_now()) {
+            ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                          "lifecycle: redis \"%V\": connect failed: %s",
+                          &rc->addr->name, ac->errstr);
+        }
+
+        ngx_http_lifecycle_redis_down();
+        return;
+    }
+
+    if (rc->quiet) {
+        ngx_log_error(NGX_LOG_NOTICE, rc->log, 0,
+                      "lifecycle: redis \"%V\": connected again",
+                      &rc->addr->name);
+    }
+
+    rc->connected = 1;
+    rc->quiet = 0;
+    rc->backoff = NGX_HTTP_LIFECYCLE_BACKOFF_MIN;
+
+    ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_CONNECTED);
+}
+
+
+static void
+ngx_http_lifecycle_redis_disconnected(const redisAsyncContext *ac, int status)
+{
+    ngx_http_lifecycle_redis_t  *rc = &ngx_http_lifecycle_redis_worker;
+
+    if (status != REDIS_OK && !rc->exiting
+        && ngx_http_lifecycle_redis_log_now())
+    {
+        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                      "lifecycle: redis \"%V\": connection lost: %s",
+                      &rc->addr->name, ac->errstr);
+    }
+
+    ngx_http_lifecycle_redis_down();
+}
+
+
+static void
+ngx_http_lifecycle_redis_setup_reply(redisAsyncContext *ac, void *reply,
+    void *privdata)
+{
+    ngx_http_lifecycle_redis_t  *rc = &ngx_http_lifecycle_redis_worker;
+
+    redisReply  *rr = reply;
+
+    if (rr == NULL || rr->type != REDIS_REPLY_ERROR) {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                  "lifecycle: redis \"%V\": %s failed: %*s",
+                  &rc->addr->name, (char *) privdata, (size_t) rr->len,
+                  rr->str);
+
+    /* wrong password or db: commands would fail, start over later */
+    if (!rc->unusable) {
+        rc->unusable = 1;
+        rc->quiet = 1;
+        rc->logged = ngx_current_msec;
+        redisAsyncDisconnect(ac);
+    }
+}
+
+
+ngx_http_lifecycle_pending_t *
+ngx_http_lifecycle_redis_command(ngx_log_t *log,
+    ngx_http_lifecycle_reply_pt handler, void *data, int argc,
+    const char **argv, const size_t *argvlen)
+{
+    ngx_http_lifecycle_redis_t  *rc = &ngx_http_lifecycle_redis_worker;
+
+    ngx_http_lifecycle_pending_t  *p;
+
+    if (rc->ac == NULL || rc->unusable
+        || rc->outstanding >= NGX_HTTP_LIFECYCLE_MAX_OUTSTANDING)
+    {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, log, 0,
+                       "lifecycle: redis not available");
+
+        ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_ERRORS);
+        return NULL;
+    }
+
+    if (rc->free) {
+        p = (ngx_http_lifecycle_pending_t *) rc->free;
+        rc->free = rc->free->next;
+
+    } else {
+        p = ngx_alloc(ngx_max(sizeof(ngx_http_lifecycle_pending_t),
+                              sizeof(ngx_http_lifecycle_free_t)),
+                      log);
+        if (p == NULL) {
+            return NULL;
+        }
+    }
+
+    p->handler = handler;
+    p->data = data;
+    p->sent_us = ngx_http_lifecycle_now_us();
+
+    if (redisAsyncCommandArgv(rc->ac, ngx_http_lifecycle_redis_reply, p,
+                              argc, argv, argvlen)
+        != REDIS_OK)
+    {
+        ((ngx_http_lifecycle_free_t *) p)->next = rc->free;
+        rc->free = (ngx_http_lifecycle_free_t *) p;
+
+        ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_ERRORS);
+        return NULL;
+    }
+
+    if (rc->outstanding++ == 0) {
+        rc->progress = ngx_current_msec;
+    }
+
+    ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_ROUNDTRIPS);
+
+    return p;
+}
+
+
+static void
+ngx_http_lifecycle_redis_reply(redisAsyncContext *ac, void *reply,
+    void *privdata)
+{
+    ngx_http_lifecycle_redis_t    *rc = &ngx_http_lifecycle_redis_worker;
+    ngx_http_lifecycle_pending_t  *p = privdata;
+
+    if (rc->outstanding) {
+        rc->outstanding--;
+    }
+
+    rc->progress = ngx_current_msec;
+
+    if (reply == NULL) {
+        ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_ERRORS);
+
+    } else {
+        ngx_http_lifecycle_stat_rtt(p->sent_us);
+    }
+
+    if (p->data) {
+        p->handler(p->data, reply);
+    }
+
+    ((ngx_http_lifecycle_free_t *) p)->next = rc->free;
+    rc->free = (ngx_http_lifecycle_free_t *) p;
+}
+
+
+static void
+ngx_http_lifecycle_redis_reconnect_handler(ngx_event_t *ev)
+{
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_RECONNECTS);
+
+    ngx_http_lifecycle_redis_connect();
+}
+
+
+static void
+ngx_http_lifecycle_redis_watchdog_handler(ngx_event_t *ev)
+{
+    ngx_http_lifecycle_redis_t  *rc = ev->data;
+
+    if (rc->ac == NULL) {
+        return;
+    }
+
+    if (!rc->connected) {
+        if (ngx_current_msec - rc->connect_start
+            >= NGX_HTTP_LIFECYCLE_CONNECT_TIMEOUT)
+        {
+            ngx_http_lifecycle_redis_drop("connect timed out");
+            return;
+        }
+
+    } else if (rc->outstanding
+               && ngx_current_msec - rc->progress
+                  >= NGX_HTTP_LIFECYCLE_HUNG_AFTER)
+    {
+        ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_ERRORS);
+        ngx_http_lifecycle_redis_drop("no reply for 1s");
+        return;
+    }
+
+    ngx_add_timer(ev, NGX_HTTP_LIFECYCLE_WATCHDOG_PERIOD);
+}
+
+
+static void
+ngx_http_lifecycle_redis_read_handler(ngx_event_t *ev)
+{
+    ngx_http_lifecycle_redis_t  *rc = &ngx_http_lifecycle_redis_worker;
+
+    if (rc->ac) {
+        redisAsyncHandleRead(rc->ac);
+    }
+}
+
+
+static void
+ngx_http_lifecycle_redis_write_handler(ngx_event_t *ev)
+{
+    ngx_http_lifecycle_redis_t  *rc = &ngx_http_lifecycle_redis_worker;
+
+    if (rc->ac) {
+        redisAsyncHandleWrite(rc->ac);
+    }
+}
+
+
+/*
+ * Level-triggered: hiredis reads at most 16 KiB a call, so with edge
+ * triggering a burst of pipelined replies could wait for the next packet.
+ */
+
+static void
+ngx_http_lifecycle_redis_add_read(void *privdata)
+{
+    ngx_connection_t  *c = privdata;
+
+    if (!c->read->active) {
+        ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
+    }
+}
+
+
+static void
+ngx_http_lifecycle_redis_del_read(void *privdata)
+{
+    ngx_connection_t  *c = privdata;
+
+    if (c->read->active) {
+        ngx_del_event(c->read, NGX_READ_EVENT, 0);
+    }
+}
+
+
+static void
+ngx_http_lifecycle_redis_add_write(void *privdata)
+{
+    ngx_connection_t  *c = privdata;
+
+    if (!c->write->active) {
+        ngx_add_event(c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
+    }
+}
+
+
+static void
+ngx_http_lifecycle_redis_del_write(void *privdata)
+{
+    ngx_connection_t  *c = privdata;
+
+    if (c->write->active) {
+        ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
+    }
+}
+
+
+/* hiredis is about to close the socket: forget it, never close it twice */
+
+static void
+ngx_http_lifecycle_redis_cleanup(void *privdata)
+{
+    ngx_connection_t  *c = privdata;
+
+    if (c->read->active) {
+        ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
+    }
+
+    if (c->write->active) {
+        ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
+    }
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
+    ngx_free_connection(c);
+    c->fd = (ngx_socket_t) -1;
+
+    if (ngx_http_lifecycle_redis_worker.conn == c) {
+        ngx_http_lifecycle_redis_worker.conn = NULL;
+    }
+}
