@@ -132,7 +132,7 @@ static ngx_command_t  ngx_http_lifecycle_commands[] = {
     { ngx_string("lifecycle_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_lifecycle_status,
-      0,
+      NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
 
@@ -283,6 +283,7 @@ ngx_http_lifecycle_wake_handler(ngx_event_t *ev)
         }
 
         ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_TIMEOUTS);
+        ngx_http_lifecycle_redis_timed_out();
 
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
                        "lifecycle: profile timed out, default content");

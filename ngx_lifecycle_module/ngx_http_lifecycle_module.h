@@ -109,7 +109,7 @@ typedef struct {
     ngx_flag_t                  enable;
     ngx_msec_t                  timeout;
     ngx_http_complex_value_t   *consent;
-    ngx_array_t                *views;         /* of ngx_http_lifecycle_view_t */
+    ngx_array_t                *views;    /* of ngx_http_lifecycle_view_t */
 } ngx_http_lifecycle_loc_conf_t;
 
 
@@ -182,6 +182,8 @@ void ngx_http_lifecycle_redis_exit_process(ngx_cycle_t *cycle);
 ngx_http_lifecycle_pending_t *ngx_http_lifecycle_redis_command(
     ngx_log_t *log, ngx_http_lifecycle_reply_pt handler, void *data,
     int argc, const char **argv, const size_t *argvlen);
+void ngx_http_lifecycle_redis_timed_out(void);
+ngx_uint_t ngx_http_lifecycle_redis_behind(void);
 
 /* profile: the one script call of a tracked request */
 ngx_int_t ngx_http_lifecycle_profile_init(ngx_conf_t *cf,

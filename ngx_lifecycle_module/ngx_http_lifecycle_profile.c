@@ -311,7 +311,19 @@ ngx_http_lifecycle_profile_send(ngx_http_request_t *r,
                                           ctx->argvlen);
 
     /* Redis is not there: the page goes out with its default content */
-    return ctx->pending ? NGX_AGAIN : NGX_DECLINED;
+    if (ctx->pending == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_lifecycle_redis_behind()) {
+        ctx->pending->data = NULL;
+        ctx->pending = NULL;
+
+        ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_TIMEOUTS);
+        return NGX_DECLINED;
+    }
+
+    return NGX_AGAIN;
 }
 
 

@@ -52,6 +52,7 @@ typedef struct {
 
     unsigned                          connected:1;
     unsigned                          unusable:1; /* setup failed */
+    unsigned                          behind:1;   /* a request timed out */
     unsigned                          exiting:1;
 } ngx_http_lifecycle_redis_t;
 
@@ -199,6 +200,7 @@ ngx_http_lifecycle_redis_connect(void)
     rc->conn = c;
     rc->connected = 0;
     rc->unusable = 0;
+    rc->behind = 0;
     rc->connect_start = ngx_current_msec;
 
     redisAsyncSetConnectCallback(ac, ngx_http_lifecycle_redis_connected);
@@ -437,6 +439,26 @@ ngx_http_lifecycle_redis_command(ngx_log_t *log,
 }
 
 
+/*
+ * Once a request has waited its whole budget, Redis is known to be behind:
+ * until the next reply arrives, requests send their command but do not
+ * wait for it, so a hung Redis costs one budget, not one per request.
+ */
+
+void
+ngx_http_lifecycle_redis_timed_out(void)
+{
+    ngx_http_lifecycle_redis_worker.behind = 1;
+}
+
+
+ngx_uint_t
+ngx_http_lifecycle_redis_behind(void)
+{
+    return ngx_http_lifecycle_redis_worker.behind;
+}
+
+
 static void
 ngx_http_lifecycle_redis_reply(redisAsyncContext *ac, void *reply,
     void *privdata)
@@ -449,6 +471,7 @@ ngx_http_lifecycle_redis_reply(redisAsyncContext *ac, void *reply,
     }
 
     rc->progress = ngx_current_msec;
+    rc->behind = 0;
 
     if (reply == NULL) {
         ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_ERRORS);

@@ -157,10 +157,15 @@ ngx_http_lifecycle_stat_rtt(uint64_t start_us)
 char *
 ngx_http_lifecycle_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_lifecycle_loc_conf_t  *llcf = conf;
+
     ngx_http_core_loc_conf_t  *clcf;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_lifecycle_status_handler;
+
+    /* a scrape is not a visit */
+    llcf->enable = 0;
 
     return NGX_CONF_OK;
 }
@@ -202,36 +207,37 @@ ngx_http_lifecycle_status_handler(ngx_http_request_t *r)
     }
 
     for (m = ngx_http_lifecycle_metrics; m->name; m++) {
-        b->last = ngx_sprintf(b->last, "# HELP %s %s\n# TYPE %s %s\n%s %A\n",
-                              m->name, m->help, m->name, m->type, m->name,
-                              (ngx_atomic_int_t) s[m->stat]);
+        b->last = ngx_slprintf(b->last, b->end,
+                               "# HELP %s %s\n# TYPE %s %s\n%s %A\n",
+                               m->name, m->help, m->name, m->type, m->name,
+                               (ngx_atomic_int_t) s[m->stat]);
     }
 
-    b->last = ngx_sprintf(b->last,
+    b->last = ngx_slprintf(b->last, b->end,
                  "# HELP lifecycle_requests_skipped_total Requests not "
                  "tracked, by reason.\n"
                  "# TYPE lifecycle_requests_skipped_total counter\n");
 
     for (i = 1; i < NGX_HTTP_LIFECYCLE_NSKIPS; i++) {
-        b->last = ngx_sprintf(b->last,
+        b->last = ngx_slprintf(b->last, b->end,
                               "lifecycle_requests_skipped_total"
                               "{reason=\"%V\"} %uA\n",
                               &ngx_http_lifecycle_skip_reasons[i],
                               s[NGX_HTTP_LIFECYCLE_STAT_SKIPPED + i]);
     }
 
-    b->last = ngx_sprintf(b->last,
+    b->last = ngx_slprintf(b->last, b->end,
                  "# HELP lifecycle_views_total Views recorded, by type.\n"
                  "# TYPE lifecycle_views_total counter\n");
 
     for (i = 0; i < NGX_HTTP_LIFECYCLE_VIEW_NTYPES; i++) {
-        b->last = ngx_sprintf(b->last,
+        b->last = ngx_slprintf(b->last, b->end,
                               "lifecycle_views_total{type=\"%V\"} %uA\n",
                               &ngx_http_lifecycle_view_types[i],
                               s[NGX_HTTP_LIFECYCLE_STAT_VIEWS + i]);
     }
 
-    b->last = ngx_sprintf(b->last,
+    b->last = ngx_slprintf(b->last, b->end,
                  "# HELP lifecycle_redis_roundtrip_seconds Time from "
                  "sending a request's command to its reply.\n"
                  "# TYPE lifecycle_redis_roundtrip_seconds histogram\n");
@@ -241,13 +247,13 @@ ngx_http_lifecycle_status_handler(ngx_http_request_t *r)
     for (i = 0; i < NGX_HTTP_LIFECYCLE_RTT_BUCKETS; i++) {
         cumulative += s[NGX_HTTP_LIFECYCLE_STAT_RTT_BUCKETS + i];
 
-        b->last = ngx_sprintf(b->last,
+        b->last = ngx_slprintf(b->last, b->end,
                               "lifecycle_redis_roundtrip_seconds_bucket"
                               "{le=\"%s\"} %uA\n",
                               ngx_http_lifecycle_rtt_label[i], cumulative);
     }
 
-    b->last = ngx_sprintf(b->last,
+    b->last = ngx_slprintf(b->last, b->end,
                           "lifecycle_redis_roundtrip_seconds_sum %uA.%06uA\n"
                           "lifecycle_redis_roundtrip_seconds_count %uA\n",
                           s[NGX_HTTP_LIFECYCLE_STAT_RTT_SUM_US] / 1000000,

@@ -51,7 +51,8 @@ ngx_http_lifecycle_view(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_lifecycle_loc_conf_t  *llcf = conf;
 
-    u_char                            *p, *last, *start, errstr[NGX_MAX_CONF_ERRSTR];
+    u_char                            *p, *last, *start;
+    u_char                             errstr[NGX_MAX_CONF_ERRSTR];
     ngx_str_t                         *value, s, name;
     ngx_uint_t                         i, j, n;
     ngx_regex_compile_t                rc;
