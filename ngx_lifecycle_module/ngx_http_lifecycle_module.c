@@ -205,7 +205,7 @@ ngx_http_lifecycle_handler(ngx_http_request_t *r)
         return ctx->waiting ? NGX_AGAIN : NGX_DECLINED;
     }
 
-    if (!llcf->enable) {
+    if (!llcf->enable || llcf->endpoint) {
         return NGX_DECLINED;
     }
 

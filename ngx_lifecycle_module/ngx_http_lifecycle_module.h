@@ -107,6 +107,7 @@ typedef struct {
 
 typedef struct {
     ngx_flag_t                  enable;
+    ngx_flag_t                  endpoint;  /* one of our content handlers */
     ngx_msec_t                  timeout;
     ngx_http_complex_value_t   *consent;
     ngx_array_t                *views;    /* of ngx_http_lifecycle_view_t */

@@ -165,7 +165,7 @@ ngx_http_lifecycle_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     clcf->handler = ngx_http_lifecycle_status_handler;
 
     /* a scrape is not a visit */
-    llcf->enable = 0;
+    llcf->endpoint = 1;
 
     return NGX_CONF_OK;
 }
