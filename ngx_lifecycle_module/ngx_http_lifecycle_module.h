@@ -72,7 +72,7 @@ typedef struct {
     ngx_uint_t                  captures;
     ngx_http_complex_value_t   *id;
     ngx_http_complex_value_t   *category;
-    ngx_uint_t                  methods;       /* NGX_HTTP_GET|... */
+    ngx_uint_t                  methods;       /* NGX_HTTP_GET|...; all */
 } ngx_http_lifecycle_view_t;
 
 

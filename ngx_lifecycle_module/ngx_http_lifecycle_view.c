@@ -97,7 +97,7 @@ ngx_http_lifecycle_view(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     view->type = i;
     view->id_capture = -1;
-    view->methods = NGX_HTTP_GET;
+    view->methods = (ngx_uint_t) -1;  /* any, unless method= says */
 
     ngx_memzero(&rc, sizeof(ngx_regex_compile_t));
 
