@@ -26,8 +26,9 @@ module: build/$(MODULE)
 asan: build-asan/$(MODULE)
 
 # configure runs again only when config (the addon file) changes; nginx's
-# own Makefile then recompiles only the sources that changed.
-build/nginx/Makefile: config
+# own Makefile then recompiles only the sources that changed. The module is
+# replaced by rename: a running nginx that has it mapped keeps the old one.
+build/nginx/objs/Makefile: config
 	@test -f $(NGX_SRC)/conf_flags || \
 	    { echo "missing $(NGX_SRC): apt-get install nginx-dev"; exit 1; }
 	rm -rf build/nginx && mkdir -p build && cp -r $(NGX_SRC) build/nginx
@@ -36,11 +37,11 @@ build/nginx/Makefile: config
 	        --with-cc-opt="-g -O2 -Wall -Werror" \
 	        --add-dynamic-module=$(CURDIR) > configure.log
 
-build/$(MODULE): build/nginx/Makefile $(SOURCES)
+build/$(MODULE): build/nginx/objs/Makefile $(SOURCES)
 	$(MAKE) -C build/nginx -f objs/Makefile modules
-	cp build/nginx/objs/$(MODULE) $@
+	cp build/nginx/objs/$(MODULE) $@.tmp && mv $@.tmp $@
 
-build-asan/nginx/Makefile: config
+build-asan/nginx/objs/Makefile: config
 	@test -f $(NGX_SRC)/conf_flags || \
 	    { echo "missing $(NGX_SRC): apt-get install nginx-dev"; exit 1; }
 	rm -rf build-asan/nginx && mkdir -p build-asan && \
@@ -51,9 +52,9 @@ build-asan/nginx/Makefile: config
 	        --with-ld-opt="$(ASAN_LD_OPT)" \
 	        --add-dynamic-module=$(CURDIR) > configure.log
 
-build-asan/$(MODULE): build-asan/nginx/Makefile $(SOURCES)
+build-asan/$(MODULE): build-asan/nginx/objs/Makefile $(SOURCES)
 	$(MAKE) -C build-asan/nginx -f objs/Makefile modules
-	cp build-asan/nginx/objs/$(MODULE) $@
+	cp build-asan/nginx/objs/$(MODULE) $@.tmp && mv $@.tmp $@
 
 deps:
 	@./scripts/deps.sh test

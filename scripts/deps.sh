@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Checks (and, as root, installs) the Debian packages lifecycle needs.
+#
+#   scripts/deps.sh test    build + Redis + what the test suite uses
+#   scripts/deps.sh demo    build + Redis + curl for the walk-through
+#
+# Nothing to do (everything installed): exits 0 at once, silently.
+# Missing packages, run as root: apt-get installs them (apt-get update first
+# only when the package lists cannot provide them), without starting
+# Debian's own nginx or Redis services: lifecycle uses private instances on
+# its own ports, never the system ones.
+# Missing packages, not root: prints the exact command to run and exits 1.
+set -euo pipefail
+
+usage() { echo "usage: $0 test|demo" >&2; exit 2; }
+[ $# -eq 1 ] || usage
+
+# The module is built against Debian's nginx sources (nginx-dev) with
+# Debian's configure flags, and loaded into Debian's nginx (nginx-core).
+build_pkgs="nginx-core nginx-dev libhiredis-dev libpcre2-dev libmaxminddb-dev
+            libssl-dev zlib1g-dev gcc make"
+# redis-server pulls in redis-tools (redis-cli).
+run_pkgs="redis-server"
+# t/ is Perl with core modules only (Test::More, prove, Digest::SHA, ...).
+test_pkgs="perl curl"
+
+case "$1" in
+    test) wanted="$build_pkgs $run_pkgs $test_pkgs" ;;
+    demo) wanted="$build_pkgs $run_pkgs curl" ;;
+    *) usage ;;
+esac
+
+if ! command -v dpkg-query >/dev/null 2>&1; then
+    echo "deps.sh: dpkg-query not found: lifecycle targets Debian 12 (bookworm)." >&2
+    echo "Install the equivalents of: $wanted" >&2
+    exit 1
+fi
+
+# One dpkg-query for all of them (fast no-op when everything is there).
+# shellcheck disable=SC2086  # $wanted: a word list, split on purpose
+installed=" $({ dpkg-query -W -f='${Package} ${db:Status-Status}\n' $wanted 2>/dev/null || true; } |
+              awk '$2 == "installed" {print $1}' | tr '\n' ' ') "
+missing=()
+for p in $wanted; do
+    case "$installed" in *" $p "*) ;; *) missing+=("$p") ;; esac
+done
+
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+install_cmd="apt-get install -y --no-install-recommends ${missing[*]}"
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "lifecycle needs these Debian packages, not installed: ${missing[*]}" >&2
+    echo "Install them with:" >&2
+    echo "" >&2
+    echo "    sudo apt-get update && sudo $install_cmd" >&2
+    echo "" >&2
+    echo "then run the same command again." >&2
+    exit 1
+fi
+
+echo "deps.sh: installing missing Debian packages: ${missing[*]}"
+
+export DEBIAN_FRONTEND=noninteractive
+
+# Keep the package scripts from starting the system nginx (port 80) and
+# redis-server (port 6379): invoke-rc.d and deb-systemd-invoke both honour
+# policy-rc.d exit code 101 ("action forbidden"). An existing policy-rc.d
+# (containers usually ship one) is left alone.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# temporary, from lifecycle scripts/deps.sh\nexit 101\n' > "$policy"
+    chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+fi
+
+# apt-get update only when some missing package has no install candidate
+# (empty or outdated package lists, e.g. a fresh container).
+need_update=0
+for p in "${missing[@]}"; do
+    cand=$(apt-cache policy "$p" 2>/dev/null | awk '/Candidate:/ {print $2}')
+    if [ -z "$cand" ] || [ "$cand" = "(none)" ]; then
+        need_update=1
+        break
+    fi
+done
+if [ $need_update -eq 1 ]; then
+    echo "+ apt-get update"
+    apt-get update </dev/null
+fi
+
+echo "+ $install_cmd"
+if ! apt-get install -y --no-install-recommends "${missing[@]}" </dev/null; then
+    if [ $need_update -eq 0 ]; then
+        # Lists present but stale (a 404 on a superseded version): refresh once.
+        echo "+ apt-get update"
+        apt-get update </dev/null
+        echo "+ $install_cmd"
+        apt-get install -y --no-install-recommends "${missing[@]}" </dev/null
+    else
+        exit 1
+    fi
+fi
