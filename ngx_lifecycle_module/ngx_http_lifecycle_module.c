@@ -22,8 +22,6 @@ static char *ngx_http_lifecycle_secret(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_lifecycle_cookie(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_lifecycle_bots(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 
 static ngx_int_t ngx_http_lifecycle_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_lifecycle_init(ngx_conf_t *cf);
@@ -645,56 +643,6 @@ ngx_http_lifecycle_cookie(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid parameter \"%V\"", &value[i]);
         return NGX_CONF_ERROR;
-    }
-
-    return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_http_lifecycle_bots(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_lifecycle_main_conf_t  *lmcf = conf;
-
-    u_char               errstr[NGX_MAX_CONF_ERRSTR];
-    ngx_str_t           *value;
-    ngx_uint_t           i;
-    ngx_regex_elt_t     *re;
-    ngx_regex_compile_t  rc;
-
-    if (lmcf->bots != NGX_CONF_UNSET_PTR) {
-        return "is duplicate";
-    }
-
-    lmcf->bots = ngx_array_create(cf->pool, cf->args->nelts - 1,
-                                  sizeof(ngx_regex_elt_t));
-    if (lmcf->bots == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    value = cf->args->elts;
-
-    for (i = 1; i < cf->args->nelts; i++) {
-        ngx_memzero(&rc, sizeof(ngx_regex_compile_t));
-
-        rc.pattern = value[i];
-        rc.pool = cf->pool;
-        rc.options = NGX_REGEX_CASELESS;
-        rc.err.len = NGX_MAX_CONF_ERRSTR;
-        rc.err.data = errstr;
-
-        if (ngx_regex_compile(&rc) != NGX_OK) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V", &rc.err);
-            return NGX_CONF_ERROR;
-        }
-
-        re = ngx_array_push(lmcf->bots);
-        if (re == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        re->regex = rc.regex;
-        re->name = value[i].data;
     }
 
     return NGX_CONF_OK;

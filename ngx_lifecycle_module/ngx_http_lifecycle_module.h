@@ -170,6 +170,8 @@ ngx_int_t ngx_http_lifecycle_visitor_set_cookie(ngx_http_request_t *r,
     ngx_http_lifecycle_ctx_t *ctx);
 char *ngx_http_lifecycle_visitor_init_bots(ngx_conf_t *cf,
     ngx_http_lifecycle_main_conf_t *lmcf);
+char *ngx_http_lifecycle_bots(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 /* views */
 char *ngx_http_lifecycle_view(ngx_conf_t *cf, ngx_command_t *cmd,

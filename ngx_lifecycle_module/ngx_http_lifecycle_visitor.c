@@ -48,22 +48,17 @@ static ngx_str_t  ngx_http_lifecycle_default_bots = ngx_string(
     "|uptimerobot|scrapy|httrack|feedfetcher|yandex|baiduspider");
 
 
-char *
-ngx_http_lifecycle_visitor_init_bots(ngx_conf_t *cf,
-    ngx_http_lifecycle_main_conf_t *lmcf)
+static char *
+ngx_http_lifecycle_bots_add(ngx_conf_t *cf,
+    ngx_http_lifecycle_main_conf_t *lmcf, ngx_str_t *pattern)
 {
     u_char               errstr[NGX_MAX_CONF_ERRSTR];
     ngx_regex_elt_t     *re;
     ngx_regex_compile_t  rc;
 
-    lmcf->bots = ngx_array_create(cf->pool, 1, sizeof(ngx_regex_elt_t));
-    if (lmcf->bots == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
     ngx_memzero(&rc, sizeof(ngx_regex_compile_t));
 
-    rc.pattern = ngx_http_lifecycle_default_bots;
+    rc.pattern = *pattern;
     rc.pool = cf->pool;
     rc.options = NGX_REGEX_CASELESS;
     rc.err.len = NGX_MAX_CONF_ERRSTR;
@@ -80,9 +75,55 @@ ngx_http_lifecycle_visitor_init_bots(ngx_conf_t *cf,
     }
 
     re->regex = rc.regex;
-    re->name = ngx_http_lifecycle_default_bots.data;
+    re->name = pattern->data;
 
     return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_lifecycle_bots(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_lifecycle_main_conf_t  *lmcf = conf;
+
+    ngx_str_t   *value;
+    ngx_uint_t   i;
+
+    if (lmcf->bots != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    lmcf->bots = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                  sizeof(ngx_regex_elt_t));
+    if (lmcf->bots == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        if (ngx_http_lifecycle_bots_add(cf, lmcf, &value[i])
+            != NGX_CONF_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_lifecycle_visitor_init_bots(ngx_conf_t *cf,
+    ngx_http_lifecycle_main_conf_t *lmcf)
+{
+    lmcf->bots = ngx_array_create(cf->pool, 1, sizeof(ngx_regex_elt_t));
+    if (lmcf->bots == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_http_lifecycle_bots_add(cf, lmcf,
+                                       &ngx_http_lifecycle_default_bots);
 }
 
 
