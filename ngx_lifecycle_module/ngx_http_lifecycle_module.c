@@ -37,8 +37,10 @@ static ngx_int_t ngx_http_lifecycle_init_process(ngx_cycle_t *cycle);
 static void ngx_http_lifecycle_exit_process(ngx_cycle_t *cycle);
 
 
-#define NGX_HTTP_LIFECYCLE_VAR_VISITOR  0
-#define NGX_HTTP_LIFECYCLE_VAR_SESSION  1
+#define NGX_HTTP_LIFECYCLE_VAR_VISITOR   0
+#define NGX_HTTP_LIFECYCLE_VAR_SESSION   1
+#define NGX_HTTP_LIFECYCLE_VAR_STAGE     2
+#define NGX_HTTP_LIFECYCLE_VAR_SEGMENTS  3
 
 
 static ngx_command_t  ngx_http_lifecycle_commands[] = {
@@ -127,6 +129,20 @@ static ngx_command_t  ngx_http_lifecycle_commands[] = {
       0,
       NULL },
 
+    { ngx_string("lifecycle_segment"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_CONF_2MORE,
+      ngx_http_lifecycle_segment,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("lifecycle_stages"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_CONF_1MORE,
+      ngx_http_lifecycle_stages_thresholds,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("lifecycle_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_lifecycle_status,
@@ -176,6 +192,12 @@ static ngx_http_variable_t  ngx_http_lifecycle_vars[] = {
 
     { ngx_string("lifecycle_session"), NULL, ngx_http_lifecycle_variable,
       NGX_HTTP_LIFECYCLE_VAR_SESSION, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("lifecycle_stage"), NULL, ngx_http_lifecycle_variable,
+      NGX_HTTP_LIFECYCLE_VAR_STAGE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("lifecycle_segments"), NULL, ngx_http_lifecycle_variable,
+      NGX_HTTP_LIFECYCLE_VAR_SEGMENTS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -360,8 +382,13 @@ static ngx_int_t
 ngx_http_lifecycle_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    u_char                    *p;
-    ngx_http_lifecycle_ctx_t  *ctx;
+    u_char                         *p;
+    size_t                          len;
+    ngx_int_t                       stage;
+    ngx_uint_t                      i;
+    ngx_http_lifecycle_ctx_t       *ctx;
+    ngx_http_lifecycle_segment_t   *seg;
+    ngx_http_lifecycle_srv_conf_t  *lscf;
 
     ctx = ngx_http_lifecycle_get_ctx(r->main);
 
@@ -370,11 +397,14 @@ ngx_http_lifecycle_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    if (data == NGX_HTTP_LIFECYCLE_VAR_VISITOR) {
+    switch (data) {
+
+    case NGX_HTTP_LIFECYCLE_VAR_VISITOR:
         v->data = ctx->vid;
         v->len = LC_VID_LEN;
+        break;
 
-    } else {
+    case NGX_HTTP_LIFECYCLE_VAR_SESSION:
         if (ctx->session == 0) {
             v->not_found = 1;
             return NGX_OK;
@@ -389,6 +419,55 @@ ngx_http_lifecycle_variable(ngx_http_request_t *r,
         v->len = ngx_sprintf(p, "%*s-%ui", (size_t) LC_VID_LEN, ctx->vid,
                              ctx->session)
                  - p;
+        break;
+
+    case NGX_HTTP_LIFECYCLE_VAR_STAGE:
+        stage = ngx_http_lifecycle_stage(r, ctx);
+
+        if (stage == NGX_DECLINED) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        v->data = ngx_http_lifecycle_stages[stage].data;
+        v->len = ngx_http_lifecycle_stages[stage].len;
+        break;
+
+    default: /* NGX_HTTP_LIFECYCLE_VAR_SEGMENTS: names, space-separated */
+
+        lscf = ngx_http_get_module_srv_conf(r, ngx_http_lifecycle_module);
+
+        if (lscf->segments == NULL || ctx->profile == NULL) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        seg = lscf->segments->elts;
+        len = 0;
+
+        for (i = 0; i < lscf->segments->nelts; i++) {
+            len += seg[i].name.len + 1;
+        }
+
+        p = ngx_pnalloc(r->pool, len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        v->data = p;
+
+        for (i = 0; i < lscf->segments->nelts; i++) {
+            if (ngx_http_lifecycle_segment_match(r, ctx, &seg[i])) {
+                if (p != v->data) {
+                    *p++ = ' ';
+                }
+
+                p = ngx_cpymem(p, seg[i].name.data, seg[i].name.len);
+            }
+        }
+
+        v->len = p - v->data;
+        break;
     }
 
     v->valid = 1;
@@ -836,6 +915,11 @@ ngx_http_lifecycle_create_srv_conf(ngx_conf_t *cf)
      */
 
     lscf->session_timeout = NGX_CONF_UNSET_MSEC;
+    lscf->segments = NGX_CONF_UNSET_PTR;
+    lscf->engaged_views = NGX_CONF_UNSET_UINT;
+    lscf->loyal_purchases = NGX_CONF_UNSET_UINT;
+    lscf->at_risk = NGX_CONF_UNSET;
+    lscf->lapsed = NGX_CONF_UNSET;
     lscf->cookie_max_age = NGX_CONF_UNSET;
     lscf->respect_dnt = NGX_CONF_UNSET;
     lscf->respect_gpc = NGX_CONF_UNSET;
@@ -867,6 +951,20 @@ ngx_http_lifecycle_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     }
     ngx_conf_merge_sec_value(conf->cookie_max_age, prev->cookie_max_age,
                              365 * 86400);
+
+    ngx_conf_merge_ptr_value(conf->segments, prev->segments, NULL);
+    ngx_conf_merge_uint_value(conf->engaged_views, prev->engaged_views, 5);
+    ngx_conf_merge_uint_value(conf->loyal_purchases, prev->loyal_purchases,
+                              3);
+    ngx_conf_merge_sec_value(conf->at_risk, prev->at_risk, 60 * 86400);
+    ngx_conf_merge_sec_value(conf->lapsed, prev->lapsed, 180 * 86400);
+
+    if (conf->lapsed < conf->at_risk) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"lifecycle_stages\": lapsed must not come "
+                           "before at_risk");
+        return NGX_CONF_ERROR;
+    }
 
     ngx_conf_merge_value(conf->respect_dnt, prev->respect_dnt, 1);
     ngx_conf_merge_value(conf->respect_gpc, prev->respect_gpc, 1);

@@ -30,6 +30,18 @@ typedef enum {
 } ngx_http_lifecycle_view_type_e;
 
 
+/* lifecycle stages, in the order of ngx_http_lifecycle_stages[] */
+typedef enum {
+    NGX_HTTP_LIFECYCLE_STAGE_NEW = 0,
+    NGX_HTTP_LIFECYCLE_STAGE_ENGAGED,
+    NGX_HTTP_LIFECYCLE_STAGE_CART,
+    NGX_HTTP_LIFECYCLE_STAGE_CUSTOMER,
+    NGX_HTTP_LIFECYCLE_STAGE_LOYAL,
+    NGX_HTTP_LIFECYCLE_STAGE_AT_RISK,
+    NGX_HTTP_LIFECYCLE_STAGE_LAPSED
+} ngx_http_lifecycle_stage_e;
+
+
 /* why a request was not tracked */
 typedef enum {
     NGX_HTTP_LIFECYCLE_TRACK = 0,
@@ -96,7 +108,18 @@ typedef struct {
 
 
 typedef struct {
+    ngx_str_t                   name;
+    ngx_array_t                *conds;         /* all must hold */
+} ngx_http_lifecycle_segment_t;
+
+
+typedef struct {
     ngx_msec_t                  session_timeout;
+    ngx_array_t                *segments;      /* of ..._segment_t */
+    ngx_uint_t                  engaged_views;
+    ngx_uint_t                  loyal_purchases;
+    time_t                      at_risk;
+    time_t                      lapsed;
     ngx_str_t                   cookie_name;
     time_t                      cookie_max_age;
     ngx_str_t                   cookie_domain;
@@ -112,6 +135,28 @@ typedef struct {
     ngx_http_complex_value_t   *consent;
     ngx_array_t                *views;    /* of ngx_http_lifecycle_view_t */
 } ngx_http_lifecycle_loc_conf_t;
+
+
+typedef struct {
+    ngx_str_t                   key;           /* product id or category */
+    ngx_uint_t                  count;
+} ngx_http_lifecycle_count_t;
+
+
+/* the visitor as Redis answered, after this request was recorded */
+typedef struct {
+    ngx_uint_t                  visits;
+    ngx_uint_t                  views;
+    ngx_uint_t                  type_views[NGX_HTTP_LIFECYCLE_VIEW_NTYPES];
+    ngx_uint_t                  cart;
+    ngx_uint_t                  purchases;
+    uint64_t                    first;         /* ms */
+    uint64_t                    previous;      /* last activity before, ms */
+    ngx_str_t                   country;
+    ngx_str_t                   optin;
+    ngx_array_t                 products;      /* of ..._count_t */
+    ngx_array_t                 categories;    /* of ..._count_t */
+} ngx_http_lifecycle_profile_t;
 
 
 typedef struct ngx_http_lifecycle_pending_s  ngx_http_lifecycle_pending_t;
@@ -138,8 +183,8 @@ typedef struct {
     size_t                     *argvlen;
     ngx_uint_t                  argc;
     ngx_event_t                 wake;          /* budget timer, resumption */
-    ngx_uint_t                  visits;
     ngx_uint_t                  session;       /* 0: not known */
+    ngx_http_lifecycle_profile_t  *profile;    /* NULL: not known */
 
     unsigned                    tracked:1;
     unsigned                    new_visitor:1;
@@ -154,6 +199,7 @@ extern ngx_module_t  ngx_http_lifecycle_filter_module;
 
 extern ngx_str_t     ngx_http_lifecycle_view_types[];
 extern ngx_str_t     ngx_http_lifecycle_skip_reasons[];
+extern ngx_str_t     ngx_http_lifecycle_stages[];
 
 
 /* module */
@@ -178,6 +224,17 @@ char *ngx_http_lifecycle_view(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_lifecycle_view_match(ngx_http_request_t *r,
     ngx_http_lifecycle_loc_conf_t *llcf, ngx_http_lifecycle_ctx_t *ctx);
+
+/* segments and stages */
+char *ngx_http_lifecycle_segment(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_lifecycle_stages_thresholds(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_lifecycle_stage(ngx_http_request_t *r,
+    ngx_http_lifecycle_ctx_t *ctx);
+uint64_t ngx_http_lifecycle_days_away(ngx_http_lifecycle_ctx_t *ctx);
+ngx_uint_t ngx_http_lifecycle_segment_match(ngx_http_request_t *r,
+    ngx_http_lifecycle_ctx_t *ctx, ngx_http_lifecycle_segment_t *seg);
 
 /* redis connection */
 ngx_int_t ngx_http_lifecycle_redis_init_process(ngx_cycle_t *cycle);

@@ -46,7 +46,8 @@ enum {
  * ARGV (prefix "lc:{hh}:" and VID) and share its slot.
  * ARGV: now(ms) session_timeout(ms) ttl(s) first(0|1) type id category
  *       uri prefix vid trim_before(ms|0)
- * Answer: { visits, session, new_session }
+ * Answer: { visits, session, new_session, previous_activity(ms|0),
+ *           HGETALL of the profile }
  */
 static ngx_str_t  ngx_http_lifecycle_script = ngx_string(
 "local v = KEYS[1]\n"
@@ -151,10 +152,13 @@ static ngx_str_t  ngx_http_lifecycle_script = ngx_string(
 "    redis.call('ZREMRANGEBYSCORE', idle, '-inf', ARGV[11])\n"
 "  end\n"
 "end\n"
-"return {visits, sess, ns}\n");
+"return {visits, sess, ns, tonumber(st[2]) or 0,\n"
+"        redis.call('HGETALL', v)}\n");
 
 
 static void ngx_http_lifecycle_profile_reply(void *data, void *reply);
+static ngx_http_lifecycle_profile_t *ngx_http_lifecycle_profile_parse(
+    ngx_http_request_t *r, void *reply);
 static ngx_int_t ngx_http_lifecycle_profile_send(ngx_http_request_t *r,
     ngx_http_lifecycle_ctx_t *ctx);
 
@@ -371,10 +375,12 @@ ngx_http_lifecycle_profile_reply(void *data, void *reply)
         goto wake;
     }
 
-    if (rr->type != REDIS_REPLY_ARRAY || rr->elements < 3
+    if (rr->type != REDIS_REPLY_ARRAY || rr->elements < 5
         || rr->element[0]->type != REDIS_REPLY_INTEGER
         || rr->element[1]->type != REDIS_REPLY_INTEGER
-        || rr->element[2]->type != REDIS_REPLY_INTEGER)
+        || rr->element[2]->type != REDIS_REPLY_INTEGER
+        || rr->element[3]->type != REDIS_REPLY_INTEGER
+        || rr->element[4]->type != REDIS_REPLY_ARRAY)
     {
         ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_ERRORS);
 
@@ -383,12 +389,14 @@ ngx_http_lifecycle_profile_reply(void *data, void *reply)
         goto wake;
     }
 
-    ctx->visits = (ngx_uint_t) rr->element[0]->integer;
     ctx->session = (ngx_uint_t) rr->element[1]->integer;
 
     if (rr->element[2]->integer) {
         ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_SESSIONS_NEW);
     }
+
+    /* the reply is freed when this returns: the profile is copied */
+    ctx->profile = ngx_http_lifecycle_profile_parse(r, rr);
 
 wake:
 
@@ -401,4 +409,164 @@ wake:
     }
 
     ngx_post_event(&ctx->wake, &ngx_posted_events);
+}
+
+
+static ngx_uint_t
+ngx_http_lifecycle_profile_number(redisReply *value)
+{
+    ngx_int_t  n;
+
+    n = ngx_atoi((u_char *) value->str, value->len);
+
+    return (n == NGX_ERROR) ? 0 : (ngx_uint_t) n;
+}
+
+
+static ngx_int_t
+ngx_http_lifecycle_profile_count(ngx_http_request_t *r, ngx_array_t *a,
+    redisReply *field, redisReply *value)
+{
+    ngx_http_lifecycle_count_t  *c;
+
+    c = ngx_array_push(a);
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    c->key.len = field->len - 2;
+    c->key.data = ngx_pnalloc(r->pool, c->key.len);
+    if (c->key.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(c->key.data, field->str + 2, c->key.len);
+    c->count = ngx_http_lifecycle_profile_number(value);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_lifecycle_profile_string(ngx_http_request_t *r, ngx_str_t *s,
+    redisReply *value)
+{
+    s->len = value->len;
+    s->data = ngx_pnalloc(r->pool, s->len);
+    if (s->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(s->data, value->str, s->len);
+
+    return NGX_OK;
+}
+
+
+#define ngx_http_lifecycle_field_is(f, name)                                  \
+    ((f)->len == sizeof(name) - 1                                             \
+     && ngx_strncmp((f)->str, name, sizeof(name) - 1) == 0)
+
+
+static ngx_http_lifecycle_profile_t *
+ngx_http_lifecycle_profile_parse(ngx_http_request_t *r, void *reply)
+{
+    redisReply                    *rr = reply;
+
+    size_t                         i;
+    ngx_int_t                      rc;
+    ngx_uint_t                     t;
+    ngx_str_t                      type;
+    redisReply                    *hash, *f, *v;
+    ngx_http_lifecycle_profile_t  *p;
+
+    p = ngx_pcalloc(r->pool, sizeof(ngx_http_lifecycle_profile_t));
+    if (p == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&p->products, r->pool, 8,
+                       sizeof(ngx_http_lifecycle_count_t))
+        != NGX_OK
+        || ngx_array_init(&p->categories, r->pool, 4,
+                          sizeof(ngx_http_lifecycle_count_t))
+           != NGX_OK)
+    {
+        return NULL;
+    }
+
+    p->previous = (uint64_t) rr->element[3]->integer;
+    hash = rr->element[4];
+
+    for (i = 0; i + 1 < hash->elements; i += 2) {
+        f = hash->element[i];
+        v = hash->element[i + 1];
+
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        rc = NGX_OK;
+
+        if (f->len > 2 && f->str[1] == ':') {
+
+            switch (f->str[0]) {
+
+            case 'p':
+                rc = ngx_http_lifecycle_profile_count(r, &p->products, f, v);
+                break;
+
+            case 'c':
+                rc = ngx_http_lifecycle_profile_count(r, &p->categories, f,
+                                                      v);
+                break;
+
+            case 't':
+                type.data = (u_char *) f->str + 2;
+                type.len = f->len - 2;
+
+                for (t = 0; t < NGX_HTTP_LIFECYCLE_VIEW_NTYPES; t++) {
+                    if (type.len == ngx_http_lifecycle_view_types[t].len
+                        && ngx_strncmp(type.data,
+                                       ngx_http_lifecycle_view_types[t].data,
+                                       type.len)
+                           == 0)
+                    {
+                        p->type_views[t] =
+                                     ngx_http_lifecycle_profile_number(v);
+                        break;
+                    }
+                }
+
+                break;
+            }
+
+        } else if (ngx_http_lifecycle_field_is(f, "visits")) {
+            p->visits = ngx_http_lifecycle_profile_number(v);
+
+        } else if (ngx_http_lifecycle_field_is(f, "views")) {
+            p->views = ngx_http_lifecycle_profile_number(v);
+
+        } else if (ngx_http_lifecycle_field_is(f, "cart")) {
+            p->cart = ngx_http_lifecycle_profile_number(v);
+
+        } else if (ngx_http_lifecycle_field_is(f, "purchases")) {
+            p->purchases = ngx_http_lifecycle_profile_number(v);
+
+        } else if (ngx_http_lifecycle_field_is(f, "first")) {
+            p->first = ngx_http_lifecycle_profile_number(v);
+
+        } else if (ngx_http_lifecycle_field_is(f, "country")) {
+            rc = ngx_http_lifecycle_profile_string(r, &p->country, v);
+
+        } else if (ngx_http_lifecycle_field_is(f, "optin")) {
+            rc = ngx_http_lifecycle_profile_string(r, &p->optin, v);
+        }
+
+        if (rc != NGX_OK) {
+            return NULL;
+        }
+    }
+
+    return p;
 }
