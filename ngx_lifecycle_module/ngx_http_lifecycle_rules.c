@@ -533,7 +533,7 @@ ngx_http_lifecycle_cond_match(ngx_http_request_t *r,
 {
     ngx_str_t                      s;
     ngx_int_t                      stage, rc;
-    ngx_uint_t                     n, i, match;
+    ngx_uint_t                     n, match;
     ngx_http_variable_value_t     *vv;
     ngx_http_lifecycle_profile_t  *p;
 
@@ -610,11 +610,9 @@ ngx_http_lifecycle_cond_match(ngx_http_request_t *r,
             return rc >= 0;
         }
 
-        match = (s.len == cond->value.len);
-
-        for (i = 0; match && i < s.len; i++) {
-            match = (ngx_tolower(s.data[i]) == ngx_tolower(cond->value.data[i]));
-        }
+        /* country codes and header values compare caselessly */
+        match = (s.len == cond->value.len
+                 && ngx_strncasecmp(s.data, cond->value.data, s.len) == 0);
 
         return (cond->op == NGX_HTTP_LIFECYCLE_OP_NE) ? !match : match;
     }
