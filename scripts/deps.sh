@@ -22,7 +22,7 @@ build_pkgs="nginx-core nginx-dev libhiredis-dev libpcre2-dev libmaxminddb-dev
 # redis-server pulls in redis-tools (redis-cli).
 run_pkgs="redis-server"
 # t/ is Perl with core modules only (Test::More, prove, Digest::SHA, ...).
-test_pkgs="perl curl openssl"
+test_pkgs="perl curl openssl gcc valgrind"
 
 case "$1" in
     test) wanted="$build_pkgs $run_pkgs $test_pkgs" ;;
