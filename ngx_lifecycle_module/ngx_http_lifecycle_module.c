@@ -266,7 +266,6 @@ ngx_http_lifecycle_handler(ngx_http_request_t *r)
     rc = ngx_http_lifecycle_profile_request(r, ctx);
 
     if (rc != NGX_AGAIN) {
-        ctx->done = 1;
         return NGX_DECLINED;
     }
 
@@ -314,7 +313,6 @@ ngx_http_lifecycle_wake_handler(ngx_event_t *ev)
     }
 
     ctx->waiting = 0;
-    ctx->done = 1;
 
     ngx_http_set_log_request(c->log, r);
 
@@ -820,7 +818,7 @@ ngx_http_lifecycle_init(ngx_conf_t *cf)
 
     lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_lifecycle_module);
 
-    if (ngx_http_lifecycle_status_init_zone(cf, lmcf) != NGX_OK) {
+    if (ngx_http_lifecycle_status_init_zone(cf) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -828,9 +826,7 @@ ngx_http_lifecycle_init(ngx_conf_t *cf)
         return NGX_OK;
     }
 
-    if (ngx_http_lifecycle_profile_init(cf, lmcf) != NGX_OK) {
-        return NGX_ERROR;
-    }
+    ngx_http_lifecycle_profile_init();
 
     /*
      * Precontent: after access checks, before try_files and the content
@@ -865,7 +861,6 @@ ngx_http_lifecycle_create_main_conf(ngx_conf_t *cf)
      *
      *     lmcf->redis = { 0 };
      *     lmcf->secret = { 0, NULL };
-     *     lmcf->shm_zone = NULL;
      *     lmcf->used = 0;
      */
 

@@ -102,7 +102,6 @@ typedef struct {
     ngx_str_t                   secret;
     time_t                      retention;
     ngx_array_t                *bots;          /* of ngx_regex_elt_t */
-    ngx_shm_zone_t             *shm_zone;
     ngx_flag_t                  used;          /* "lifecycle on" somewhere */
 } ngx_http_lifecycle_main_conf_t;
 
@@ -181,7 +180,6 @@ typedef struct {
     ngx_http_lifecycle_pending_t  *pending;
     const char                **argv;          /* kept for a NOSCRIPT retry */
     size_t                     *argvlen;
-    ngx_uint_t                  argc;
     ngx_event_t                 wake;          /* budget timer, resumption */
     ngx_uint_t                  session;       /* 0: not known */
     ngx_http_lifecycle_profile_t  *profile;    /* NULL: not known */
@@ -189,7 +187,6 @@ typedef struct {
     unsigned                    tracked:1;
     unsigned                    new_visitor:1;
     unsigned                    waiting:1;
-    unsigned                    done:1;
     unsigned                    retried:1;
 } ngx_http_lifecycle_ctx_t;
 
@@ -246,15 +243,13 @@ void ngx_http_lifecycle_redis_timed_out(void);
 ngx_uint_t ngx_http_lifecycle_redis_behind(void);
 
 /* profile: the one script call of a tracked request */
-ngx_int_t ngx_http_lifecycle_profile_init(ngx_conf_t *cf,
-    ngx_http_lifecycle_main_conf_t *lmcf);
+void ngx_http_lifecycle_profile_init(void);
 ngx_str_t *ngx_http_lifecycle_profile_script(void);
 ngx_int_t ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
     ngx_http_lifecycle_ctx_t *ctx);
 
 /* status */
-ngx_int_t ngx_http_lifecycle_status_init_zone(ngx_conf_t *cf,
-    ngx_http_lifecycle_main_conf_t *lmcf);
+ngx_int_t ngx_http_lifecycle_status_init_zone(ngx_conf_t *cf);
 void ngx_http_lifecycle_stat_add(ngx_uint_t stat, ngx_atomic_int_t n);
 void ngx_http_lifecycle_stat_rtt(uint64_t start_us);
 uint64_t ngx_http_lifecycle_now_us(void);

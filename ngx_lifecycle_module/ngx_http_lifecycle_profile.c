@@ -167,9 +167,8 @@ static u_char      ngx_http_lifecycle_script_sha[40];
 static ngx_uint_t  ngx_http_lifecycle_requests;
 
 
-ngx_int_t
-ngx_http_lifecycle_profile_init(ngx_conf_t *cf,
-    ngx_http_lifecycle_main_conf_t *lmcf)
+void
+ngx_http_lifecycle_profile_init(void)
 {
     u_char      digest[20];
     ngx_sha1_t  sha1;
@@ -180,8 +179,6 @@ ngx_http_lifecycle_profile_init(ngx_conf_t *cf,
     ngx_sha1_final(digest, &sha1);
 
     ngx_hex_dump(ngx_http_lifecycle_script_sha, digest, sizeof(digest));
-
-    return NGX_OK;
 }
 
 
@@ -281,7 +278,6 @@ ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
     args[NGX_HTTP_LIFECYCLE_ARG_VID].data = ctx->vid;
     args[NGX_HTTP_LIFECYCLE_ARG_VID].len = LC_VID_LEN;
 
-    ctx->argc = NGX_HTTP_LIFECYCLE_NARGS;
     ctx->argv = ngx_palloc(r->pool, NGX_HTTP_LIFECYCLE_NARGS
                                     * (sizeof(char *) + sizeof(size_t)));
     if (ctx->argv == NULL) {
@@ -311,8 +307,8 @@ ngx_http_lifecycle_profile_send(ngx_http_request_t *r,
 {
     ctx->pending = ngx_http_lifecycle_redis_command(r->connection->log,
                                           ngx_http_lifecycle_profile_reply,
-                                          ctx, (int) ctx->argc, ctx->argv,
-                                          ctx->argvlen);
+                                          ctx, NGX_HTTP_LIFECYCLE_NARGS,
+                                          ctx->argv, ctx->argvlen);
 
     /* Redis is not there: the page goes out with its default content */
     if (ctx->pending == NULL) {

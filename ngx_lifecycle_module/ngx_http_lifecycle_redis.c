@@ -34,7 +34,6 @@ struct ngx_http_lifecycle_free_s {
 
 typedef struct {
     redisAsyncContext                *ac;
-    ngx_connection_t                 *conn;
     ngx_http_lifecycle_redis_addr_t  *addr;
     ngx_log_t                        *log;
 
@@ -197,7 +196,6 @@ ngx_http_lifecycle_redis_connect(void)
     ac->ev.cleanup = ngx_http_lifecycle_redis_cleanup;
 
     rc->ac = ac;
-    rc->conn = c;
     rc->connected = 0;
     rc->unusable = 0;
     rc->behind = 0;
@@ -250,7 +248,6 @@ ngx_http_lifecycle_redis_down(void)
     }
 
     rc->ac = NULL;
-    rc->conn = NULL;
     rc->outstanding = 0;
 
     if (rc->exiting || rc->reconnect.timer_set) {
@@ -628,8 +625,4 @@ ngx_http_lifecycle_redis_cleanup(void *privdata)
 
     ngx_free_connection(c);
     c->fd = (ngx_socket_t) -1;
-
-    if (ngx_http_lifecycle_redis_worker.conn == c) {
-        ngx_http_lifecycle_redis_worker.conn = NULL;
-    }
 }

@@ -69,8 +69,7 @@ static ngx_http_lifecycle_metric_t  ngx_http_lifecycle_metrics[] = {
 
 
 ngx_int_t
-ngx_http_lifecycle_status_init_zone(ngx_conf_t *cf,
-    ngx_http_lifecycle_main_conf_t *lmcf)
+ngx_http_lifecycle_status_init_zone(ngx_conf_t *cf)
 {
     ngx_shm_zone_t  *shm_zone;
 
@@ -82,7 +81,6 @@ ngx_http_lifecycle_status_init_zone(ngx_conf_t *cf,
     }
 
     shm_zone->init = ngx_http_lifecycle_status_init_shm;
-    lmcf->shm_zone = shm_zone;
 
     return NGX_OK;
 }
