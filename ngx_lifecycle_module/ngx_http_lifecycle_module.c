@@ -41,6 +41,7 @@ static void ngx_http_lifecycle_exit_process(ngx_cycle_t *cycle);
 #define NGX_HTTP_LIFECYCLE_VAR_SESSION   1
 #define NGX_HTTP_LIFECYCLE_VAR_STAGE     2
 #define NGX_HTTP_LIFECYCLE_VAR_SEGMENTS  3
+#define NGX_HTTP_LIFECYCLE_VAR_GROUP     4
 
 
 static ngx_command_t  ngx_http_lifecycle_commands[] = {
@@ -143,6 +144,34 @@ static ngx_command_t  ngx_http_lifecycle_commands[] = {
       0,
       NULL },
 
+    { ngx_string("lifecycle_holdout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_http_lifecycle_holdout,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("lifecycle_block"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE3,
+      ngx_http_lifecycle_block,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("lifecycle_popup"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_2MORE,
+      ngx_http_lifecycle_popup,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("lifecycle_script_url"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_lifecycle_script_url,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("lifecycle_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_lifecycle_status,
@@ -198,6 +227,9 @@ static ngx_http_variable_t  ngx_http_lifecycle_vars[] = {
 
     { ngx_string("lifecycle_segments"), NULL, ngx_http_lifecycle_variable,
       NGX_HTTP_LIFECYCLE_VAR_SEGMENTS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("lifecycle_group"), NULL, ngx_http_lifecycle_variable,
+      NGX_HTTP_LIFECYCLE_VAR_GROUP, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -257,6 +289,7 @@ ngx_http_lifecycle_handler(ngx_http_request_t *r)
     }
 
     ctx->tracked = 1;
+    ctx->group = ngx_http_lifecycle_group(r, ctx);
     ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_TRACKED);
 
     if (ngx_http_lifecycle_view_match(r, llcf, ctx) != NGX_OK) {
@@ -301,7 +334,7 @@ ngx_http_lifecycle_wake_handler(ngx_event_t *ev)
             ctx->pending = NULL;
         }
 
-        ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_TIMEOUTS);
+        ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_PROFILE_TIMEOUTS);
         ngx_http_lifecycle_redis_timed_out();
 
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
@@ -417,6 +450,11 @@ ngx_http_lifecycle_variable(ngx_http_request_t *r,
         v->len = ngx_sprintf(p, "%*s-%ui", (size_t) LC_VID_LEN, ctx->vid,
                              ctx->session)
                  - p;
+        break;
+
+    case NGX_HTTP_LIFECYCLE_VAR_GROUP:
+        v->data = ngx_http_lifecycle_groups[ctx->group].data;
+        v->len = ngx_http_lifecycle_groups[ctx->group].len;
         break;
 
     case NGX_HTTP_LIFECYCLE_VAR_STAGE:
@@ -911,6 +949,7 @@ ngx_http_lifecycle_create_srv_conf(ngx_conf_t *cf)
 
     lscf->session_timeout = NGX_CONF_UNSET_MSEC;
     lscf->segments = NGX_CONF_UNSET_PTR;
+    lscf->holdout = NGX_CONF_UNSET_UINT;
     lscf->engaged_views = NGX_CONF_UNSET_UINT;
     lscf->loyal_purchases = NGX_CONF_UNSET_UINT;
     lscf->at_risk = NGX_CONF_UNSET;
@@ -948,6 +987,7 @@ ngx_http_lifecycle_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
                              365 * 86400);
 
     ngx_conf_merge_ptr_value(conf->segments, prev->segments, NULL);
+    ngx_conf_merge_uint_value(conf->holdout, prev->holdout, 0);
     ngx_conf_merge_uint_value(conf->engaged_views, prev->engaged_views, 5);
     ngx_conf_merge_uint_value(conf->loyal_purchases, prev->loyal_purchases,
                               3);
@@ -982,6 +1022,8 @@ ngx_http_lifecycle_create_loc_conf(ngx_conf_t *cf)
     llcf->timeout = NGX_CONF_UNSET_MSEC;
     llcf->consent = NGX_CONF_UNSET_PTR;
     llcf->views = NGX_CONF_UNSET_PTR;
+    llcf->blocks = NGX_CONF_UNSET_PTR;
+    llcf->popups = NGX_CONF_UNSET_PTR;
 
     return llcf;
 }
@@ -999,6 +1041,10 @@ ngx_http_lifecycle_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 50);
     ngx_conf_merge_ptr_value(conf->consent, prev->consent, NULL);
     ngx_conf_merge_ptr_value(conf->views, prev->views, NULL);
+
+    if (ngx_http_lifecycle_blocks_merge(cf, prev, conf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     if (!conf->enable) {
         return NGX_CONF_OK;

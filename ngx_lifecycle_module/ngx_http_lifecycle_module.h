@@ -13,6 +13,7 @@
 #include <ngx_http.h>
 
 #include "lifecycle_keys.h"
+#include "lifecycle_template.h"
 
 
 /* view types, in the order of ngx_http_lifecycle_view_types[] */
@@ -55,6 +56,14 @@ typedef enum {
 } ngx_http_lifecycle_skip_e;
 
 
+/* holdout groups, in the order of ngx_http_lifecycle_groups[] */
+typedef enum {
+    NGX_HTTP_LIFECYCLE_GROUP_TEST = 0,
+    NGX_HTTP_LIFECYCLE_GROUP_CONTROL,
+    NGX_HTTP_LIFECYCLE_NGROUPS
+} ngx_http_lifecycle_group_e;
+
+
 /* counters in shared memory, one slot each; see ..._status.c */
 typedef enum {
     NGX_HTTP_LIFECYCLE_STAT_TRACKED = 0,
@@ -67,7 +76,15 @@ typedef enum {
     NGX_HTTP_LIFECYCLE_STAT_REDIS_RECONNECTS,
     NGX_HTTP_LIFECYCLE_STAT_REDIS_CONNECTED,
     NGX_HTTP_LIFECYCLE_STAT_RTT_SUM_US,
-    NGX_HTTP_LIFECYCLE_STAT_SKIPPED,
+    NGX_HTTP_LIFECYCLE_STAT_PROFILE_TIMEOUTS,
+    NGX_HTTP_LIFECYCLE_STAT_SLOTS_FILLED,
+    NGX_HTTP_LIFECYCLE_STAT_POPUPS_INJECTED,
+    NGX_HTTP_LIFECYCLE_STAT_PAGES_PERSONALIZED,
+    NGX_HTTP_LIFECYCLE_STAT_CONVERSIONS,             /* one per group */
+    NGX_HTTP_LIFECYCLE_STAT_GROUP_SESSIONS =
+        NGX_HTTP_LIFECYCLE_STAT_CONVERSIONS + NGX_HTTP_LIFECYCLE_NGROUPS,
+    NGX_HTTP_LIFECYCLE_STAT_SKIPPED =
+        NGX_HTTP_LIFECYCLE_STAT_GROUP_SESSIONS + NGX_HTTP_LIFECYCLE_NGROUPS,
     NGX_HTTP_LIFECYCLE_STAT_VIEWS = NGX_HTTP_LIFECYCLE_STAT_SKIPPED
                                     + NGX_HTTP_LIFECYCLE_NSKIPS,
     NGX_HTTP_LIFECYCLE_STAT_RTT_BUCKETS = NGX_HTTP_LIFECYCLE_STAT_VIEWS
@@ -112,9 +129,49 @@ typedef struct {
 } ngx_http_lifecycle_segment_t;
 
 
+/* lifecycle_block: a template for a slot, for a segment or anyone */
+typedef struct {
+    ngx_str_t                   slot;
+    ngx_str_t                   segment;       /* "*": anyone */
+    lc_tpl_t                   *tpl;
+    u_char                     *conf_file;     /* for late errors */
+    ngx_uint_t                  conf_line;
+} ngx_http_lifecycle_block_t;
+
+
+/* lifecycle_popup */
+typedef struct {
+    ngx_str_t                   name;
+    ngx_str_t                   segment;       /* "*": anyone */
+    lc_tpl_t                   *tpl;
+    ngx_uint_t                  cap;           /* 0: no cap */
+    ngx_msec_t                  period;        /* of the cap; of dismissals */
+    ngx_msec_t                  delay;
+    ngx_uint_t                  min_views;
+    ngx_str_t                   open;          /* the <div ...> around it */
+    u_char                     *conf_file;
+    ngx_uint_t                  conf_line;
+} ngx_http_lifecycle_popup_t;
+
+
+/* a block or popup with its segment found in the server's list */
+typedef struct {
+    void                       *def;           /* block_t or popup_t */
+    ngx_http_lifecycle_segment_t  *segment;    /* NULL: anyone */
+} ngx_http_lifecycle_rule_t;
+
+
+/* the block chosen for a slot of this response */
+typedef struct {
+    ngx_str_t                   slot;
+    ngx_http_lifecycle_rule_t  *rule;
+} ngx_http_lifecycle_fill_t;
+
+
 typedef struct {
     ngx_msec_t                  session_timeout;
     ngx_array_t                *segments;      /* of ..._segment_t */
+    ngx_uint_t                  holdout;       /* control share, 1/10000 */
     ngx_uint_t                  engaged_views;
     ngx_uint_t                  loyal_purchases;
     time_t                      at_risk;
@@ -133,6 +190,11 @@ typedef struct {
     ngx_msec_t                  timeout;
     ngx_http_complex_value_t   *consent;
     ngx_array_t                *views;    /* of ngx_http_lifecycle_view_t */
+    ngx_array_t                *blocks;   /* of ..._block_t, as written */
+    ngx_array_t                *popups;   /* of ..._popup_t, as written */
+    ngx_array_t                *block_rules;  /* of ..._rule_t, resolved */
+    ngx_array_t                *popup_rules;
+    ngx_str_t                   script_url;
 } ngx_http_lifecycle_loc_conf_t;
 
 
@@ -140,6 +202,16 @@ typedef struct {
     ngx_str_t                   key;           /* product id or category */
     ngx_uint_t                  count;
 } ngx_http_lifecycle_count_t;
+
+
+/* what the browser reported about one popup (fields "pop:NAME:x") */
+typedef struct {
+    ngx_str_t                   name;
+    ngx_uint_t                  shown;         /* in the current window */
+    uint64_t                    since;         /* window start, ms */
+    uint64_t                    dismissed;     /* ms */
+    uint64_t                    converted;     /* ms */
+} ngx_http_lifecycle_popup_state_t;
 
 
 /* the visitor as Redis answered, after this request was recorded */
@@ -155,6 +227,9 @@ typedef struct {
     ngx_str_t                   optin;
     ngx_array_t                 products;      /* of ..._count_t */
     ngx_array_t                 categories;    /* of ..._count_t */
+    ngx_array_t                 recent;        /* of ngx_str_t, newest first */
+    ngx_array_t                 cart_items;    /* of ..._count_t: id, qty */
+    ngx_array_t                 popups;        /* of ..._popup_state_t */
 } ngx_http_lifecycle_profile_t;
 
 
@@ -183,7 +258,11 @@ typedef struct {
     ngx_event_t                 wake;          /* budget timer, resumption */
     ngx_uint_t                  session;       /* 0: not known */
     ngx_http_lifecycle_profile_t  *profile;    /* NULL: not known */
+    ngx_str_t                   country;
+    ngx_str_t                   city;
+    const lc_value_t           *data;          /* for templates, once */
 
+    unsigned                    group:1;       /* ..._GROUP_CONTROL */
     unsigned                    tracked:1;
     unsigned                    new_visitor:1;
     unsigned                    waiting:1;
@@ -197,6 +276,7 @@ extern ngx_module_t  ngx_http_lifecycle_filter_module;
 extern ngx_str_t     ngx_http_lifecycle_view_types[];
 extern ngx_str_t     ngx_http_lifecycle_skip_reasons[];
 extern ngx_str_t     ngx_http_lifecycle_stages[];
+extern ngx_str_t     ngx_http_lifecycle_groups[];
 
 
 /* module */
@@ -232,6 +312,27 @@ ngx_int_t ngx_http_lifecycle_stage(ngx_http_request_t *r,
 uint64_t ngx_http_lifecycle_days_away(ngx_http_lifecycle_ctx_t *ctx);
 ngx_uint_t ngx_http_lifecycle_segment_match(ngx_http_request_t *r,
     ngx_http_lifecycle_ctx_t *ctx, ngx_http_lifecycle_segment_t *seg);
+char *ngx_http_lifecycle_holdout(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_uint_t ngx_http_lifecycle_group(ngx_http_request_t *r,
+    ngx_http_lifecycle_ctx_t *ctx);
+
+/* blocks and popups */
+char *ngx_http_lifecycle_block(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_lifecycle_popup(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_lifecycle_script_url(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_lifecycle_blocks_merge(ngx_conf_t *cf,
+    ngx_http_lifecycle_loc_conf_t *prev, ngx_http_lifecycle_loc_conf_t *conf);
+ngx_int_t ngx_http_lifecycle_choose(ngx_http_request_t *r,
+    ngx_http_lifecycle_ctx_t *ctx, ngx_array_t *fills,
+    ngx_http_lifecycle_rule_t **popup);
+ngx_int_t ngx_http_lifecycle_render(ngx_http_request_t *r,
+    ngx_http_lifecycle_ctx_t *ctx, ngx_http_lifecycle_rule_t *rule,
+    ngx_uint_t is_popup, ngx_str_t *out);
+ngx_uint_t ngx_http_lifecycle_opted_in(ngx_http_lifecycle_profile_t *p);
 
 /* redis connection */
 ngx_int_t ngx_http_lifecycle_redis_init_process(ngx_cycle_t *cycle);

@@ -37,6 +37,10 @@ enum {
     NGX_HTTP_LIFECYCLE_ARG_PREFIX,
     NGX_HTTP_LIFECYCLE_ARG_VID,
     NGX_HTTP_LIFECYCLE_ARG_TRIM,
+    NGX_HTTP_LIFECYCLE_ARG_CONTENT,
+    NGX_HTTP_LIFECYCLE_ARG_GROUP,
+    NGX_HTTP_LIFECYCLE_ARG_COUNTRY,
+    NGX_HTTP_LIFECYCLE_ARG_CITY,
     NGX_HTTP_LIFECYCLE_NARGS
 };
 
@@ -45,9 +49,11 @@ enum {
  * KEYS[1] the profile "lc:{hh}:v:VID"; the other keys are named from
  * ARGV (prefix "lc:{hh}:" and VID) and share its slot.
  * ARGV: now(ms) session_timeout(ms) ttl(s) first(0|1) type id category
- *       uri prefix vid trim_before(ms|0)
+ *       uri prefix vid trim_before(ms|0) content(0|1) group country city
  * Answer: { visits, session, new_session, previous_activity(ms|0),
- *           HGETALL of the profile }
+ *           HGETALL of the profile }, and when content is 1 (blocks or
+ *           popups may need them) also { recent ids newest first,
+ *           HGETALL of the cart }
  */
 static ngx_str_t  ngx_http_lifecycle_script = ngx_string(
 "local v = KEYS[1]\n"
@@ -56,6 +62,7 @@ static ngx_str_t  ngx_http_lifecycle_script = ngx_string(
 "local first = ARGV[4] == '1'\n"
 "local typ, id, cat = ARGV[5], ARGV[6], ARGV[7]\n"
 "local prefix, vid = ARGV[9], ARGV[10]\n"
+"local grp, country, city = ARGV[13], ARGV[14], ARGV[15]\n"
 "local st = redis.call('HMGET', v, 'sess', 'sess_last', 'visits', 'kept')\n"
 "local sess = tonumber(st[1]) or 0\n"
 "local visits = tonumber(st[3]) or 0\n"
@@ -133,9 +140,13 @@ static ngx_str_t  ngx_http_lifecycle_script = ngx_string(
 "  if id ~= '' then ev[#ev + 1] = 'id'; ev[#ev + 1] = id end\n"
 "  if ARGV[7] ~= '' then ev[#ev + 1] = 'cat'; ev[#ev + 1] = ARGV[7] end\n"
 "  if first then ev[#ev + 1] = 'new'; ev[#ev + 1] = '1' end\n"
+"  if grp ~= '' then ev[#ev + 1] = 'grp'; ev[#ev + 1] = grp end\n"
 "  if ns == 1 then ev[#ev + 1] = 'ns'; ev[#ev + 1] = '1' end\n"
 "  redis.call(unpack(ev))\n"
 "end\n"
+"if grp ~= '' then redis.call('HSET', v, 'group', grp) end\n"
+"if country ~= '' then redis.call('HSET', v, 'country', country) end\n"
+"if city ~= '' then redis.call('HSET', v, 'city', city) end\n"
 "redis.call('EXPIRE', v, ttl)\n"
 "redis.call('EXPIRE', s, ttl)\n"
 "if not first then\n"
@@ -152,8 +163,13 @@ static ngx_str_t  ngx_http_lifecycle_script = ngx_string(
 "    redis.call('ZREMRANGEBYSCORE', idle, '-inf', ARGV[11])\n"
 "  end\n"
 "end\n"
-"return {visits, sess, ns, tonumber(st[2]) or 0,\n"
-"        redis.call('HGETALL', v)}\n");
+"local answer = {visits, sess, ns, tonumber(st[2]) or 0,\n"
+"                redis.call('HGETALL', v)}\n"
+"if ARGV[12] == '1' then\n"
+"  answer[6] = redis.call('ZREVRANGE', v .. '" LC_KEY_RECENT "', 0, -1)\n"
+"  answer[7] = redis.call('HGETALL', v .. '" LC_KEY_CART "')\n"
+"end\n"
+"return answer\n");
 
 
 static void ngx_http_lifecycle_profile_reply(void *data, void *reply);
@@ -161,6 +177,8 @@ static ngx_http_lifecycle_profile_t *ngx_http_lifecycle_profile_parse(
     ngx_http_request_t *r, void *reply);
 static ngx_int_t ngx_http_lifecycle_profile_send(ngx_http_request_t *r,
     ngx_http_lifecycle_ctx_t *ctx);
+static ngx_int_t ngx_http_lifecycle_profile_popup(ngx_http_request_t *r,
+    ngx_array_t *popups, redisReply *field, redisReply *value);
 
 
 static u_char      ngx_http_lifecycle_script_sha[40];
@@ -199,6 +217,7 @@ ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
     ngx_msec_t                       now;
     ngx_time_t                      *tp;
     ngx_str_t                       *type, args[NGX_HTTP_LIFECYCLE_NARGS];
+    ngx_http_lifecycle_loc_conf_t   *llcf;
     ngx_http_lifecycle_srv_conf_t   *lscf;
     ngx_http_lifecycle_main_conf_t  *lmcf;
 
@@ -274,6 +293,22 @@ ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
         args[NGX_HTTP_LIFECYCLE_ARG_CATEGORY] = ctx->view_category;
     }
 
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_lifecycle_module);
+
+    if ((llcf->block_rules || llcf->popup_rules)
+        && ctx->group != NGX_HTTP_LIFECYCLE_GROUP_CONTROL)
+    {
+        ngx_str_set(&args[NGX_HTTP_LIFECYCLE_ARG_CONTENT], "1");
+    }
+
+    if (lscf->holdout) {
+        args[NGX_HTTP_LIFECYCLE_ARG_GROUP] =
+                                       ngx_http_lifecycle_groups[ctx->group];
+    }
+
+    args[NGX_HTTP_LIFECYCLE_ARG_COUNTRY] = ctx->country;
+    args[NGX_HTTP_LIFECYCLE_ARG_CITY] = ctx->city;
+
     args[NGX_HTTP_LIFECYCLE_ARG_URI] = r->uri;
     args[NGX_HTTP_LIFECYCLE_ARG_VID].data = ctx->vid;
     args[NGX_HTTP_LIFECYCLE_ARG_VID].len = LC_VID_LEN;
@@ -295,6 +330,11 @@ ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
     if (ctx->view) {
         ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_VIEWS
                                     + ctx->view->type);
+
+        if (ctx->view->type == NGX_HTTP_LIFECYCLE_VIEW_PURCHASE) {
+            ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_CONVERSIONS
+                                        + ctx->group);
+        }
     }
 
     return ngx_http_lifecycle_profile_send(r, ctx);
@@ -319,7 +359,7 @@ ngx_http_lifecycle_profile_send(ngx_http_request_t *r,
         ctx->pending->data = NULL;
         ctx->pending = NULL;
 
-        ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_TIMEOUTS);
+        ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_PROFILE_TIMEOUTS);
         return NGX_DECLINED;
     }
 
@@ -389,6 +429,8 @@ ngx_http_lifecycle_profile_reply(void *data, void *reply)
 
     if (rr->element[2]->integer) {
         ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_SESSIONS_NEW);
+        ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_GROUP_SESSIONS
+                                    + ctx->group);
     }
 
     /* the reply is freed when this returns: the profile is copied */
@@ -472,8 +514,9 @@ ngx_http_lifecycle_profile_parse(ngx_http_request_t *r, void *reply)
     size_t                         i;
     ngx_int_t                      rc;
     ngx_uint_t                     t;
-    ngx_str_t                      type;
-    redisReply                    *hash, *f, *v;
+    ngx_str_t                      type, *id;
+    redisReply                    *hash, *list, *f, *v;
+    ngx_http_lifecycle_count_t    *item;
     ngx_http_lifecycle_profile_t  *p;
 
     p = ngx_pcalloc(r->pool, sizeof(ngx_http_lifecycle_profile_t));
@@ -485,6 +528,14 @@ ngx_http_lifecycle_profile_parse(ngx_http_request_t *r, void *reply)
                        sizeof(ngx_http_lifecycle_count_t))
         != NGX_OK
         || ngx_array_init(&p->categories, r->pool, 4,
+                          sizeof(ngx_http_lifecycle_count_t))
+           != NGX_OK
+        || ngx_array_init(&p->popups, r->pool, 1,
+                          sizeof(ngx_http_lifecycle_popup_state_t))
+           != NGX_OK
+        || ngx_array_init(&p->recent, r->pool, 1, sizeof(ngx_str_t))
+           != NGX_OK
+        || ngx_array_init(&p->cart_items, r->pool, 1,
                           sizeof(ngx_http_lifecycle_count_t))
            != NGX_OK)
     {
@@ -504,7 +555,10 @@ ngx_http_lifecycle_profile_parse(ngx_http_request_t *r, void *reply)
 
         rc = NGX_OK;
 
-        if (f->len > 2 && f->str[1] == ':') {
+        if (f->len > 4 && ngx_strncmp(f->str, "pop:", 4) == 0) {
+            rc = ngx_http_lifecycle_profile_popup(r, &p->popups, f, v);
+
+        } else if (f->len > 2 && f->str[1] == ':') {
 
             switch (f->str[0]) {
 
@@ -564,5 +618,124 @@ ngx_http_lifecycle_profile_parse(ngx_http_request_t *r, void *reply)
         }
     }
 
+    if (rr->elements < 7
+        || rr->element[5]->type != REDIS_REPLY_ARRAY
+        || rr->element[6]->type != REDIS_REPLY_ARRAY)
+    {
+        return p;
+    }
+
+    list = rr->element[5];
+
+    for (i = 0; i < list->elements; i++) {
+        if (list->element[i]->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        id = ngx_array_push(&p->recent);
+        if (id == NULL
+            || ngx_http_lifecycle_profile_string(r, id, list->element[i])
+               != NGX_OK)
+        {
+            return NULL;
+        }
+    }
+
+    hash = rr->element[6];
+
+    for (i = 0; i + 1 < hash->elements; i += 2) {
+        f = hash->element[i];
+        v = hash->element[i + 1];
+
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        item = ngx_array_push(&p->cart_items);
+        if (item == NULL
+            || ngx_http_lifecycle_profile_string(r, &item->key, f) != NGX_OK)
+        {
+            return NULL;
+        }
+
+        item->count = ngx_http_lifecycle_profile_number(v);
+    }
+
     return p;
+}
+
+
+/* "pop:NAME:n" shows, ":t" window start, ":d" dismissed, ":c" converted */
+
+static ngx_int_t
+ngx_http_lifecycle_profile_popup(ngx_http_request_t *r, ngx_array_t *popups,
+    redisReply *field, redisReply *value)
+{
+    u_char                            *name, kind;
+    size_t                             len;
+    uint64_t                           n;
+    ngx_uint_t                         i;
+    ngx_http_lifecycle_popup_state_t  *st;
+
+    if (field->len < sizeof("pop:x:n") - 1
+        || field->str[field->len - 2] != ':')
+    {
+        return NGX_OK;
+    }
+
+    name = (u_char *) field->str + 4;
+    len = field->len - 6;
+    kind = field->str[field->len - 1];
+    n = ngx_http_lifecycle_profile_number(value);
+
+    st = popups->elts;
+
+    for (i = 0; i < popups->nelts; i++) {
+        if (st[i].name.len == len
+            && ngx_strncmp(st[i].name.data, name, len) == 0)
+        {
+            break;
+        }
+    }
+
+    if (i == popups->nelts) {
+        st = ngx_array_push(popups);
+        if (st == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(st, sizeof(ngx_http_lifecycle_popup_state_t));
+
+        st->name.data = ngx_pnalloc(r->pool, len);
+        if (st->name.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(st->name.data, name, len);
+        st->name.len = len;
+
+    } else {
+        st = &st[i];
+    }
+
+    switch (kind) {
+
+    case 'n':
+        st->shown = n;
+        break;
+
+    case 't':
+        st->since = n;
+        break;
+
+    case 'd':
+        st->dismissed = n;
+        break;
+
+    case 'c':
+        st->converted = n;
+        break;
+    }
+
+    return NGX_OK;
 }

@@ -512,6 +512,7 @@ ngx_http_lifecycle_redis_watchdog_handler(ngx_event_t *ev)
         if (ngx_current_msec - rc->connect_start
             >= NGX_HTTP_LIFECYCLE_CONNECT_TIMEOUT)
         {
+            ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_TIMEOUTS);
             ngx_http_lifecycle_redis_drop("connect timed out");
             return;
         }
@@ -520,7 +521,7 @@ ngx_http_lifecycle_redis_watchdog_handler(ngx_event_t *ev)
                && ngx_current_msec - rc->progress
                   >= NGX_HTTP_LIFECYCLE_HUNG_AFTER)
     {
-        ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_ERRORS);
+        ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_TIMEOUTS);
         ngx_http_lifecycle_redis_drop("no reply for 1s");
         return;
     }

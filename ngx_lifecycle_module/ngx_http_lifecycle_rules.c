@@ -658,3 +658,79 @@ ngx_http_lifecycle_segment_match(ngx_http_request_t *r,
 
     return 1;
 }
+
+
+ngx_str_t  ngx_http_lifecycle_groups[] = {
+    ngx_string("test"),
+    ngx_string("control"),
+    ngx_null_string
+};
+
+
+/* "10%", "2.5%": kept in hundredths of a percent */
+
+char *
+ngx_http_lifecycle_holdout(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_lifecycle_srv_conf_t  *lscf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    if (lscf->holdout != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len < 2 || value[1].data[value[1].len - 1] != '%') {
+        goto invalid;
+    }
+
+    n = ngx_atofp(value[1].data, value[1].len - 1, 2);
+
+    if (n == NGX_ERROR || n > 10000) {
+        goto invalid;
+    }
+
+    lscf->holdout = n;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid holdout \"%V\": a percentage from 0%% to "
+                       "100%%", &value[1]);
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * The visitor id is random: eight of its hex digits (not the two that
+ * choose the shard) give a uniform, stable draw. Raising the share keeps
+ * every earlier control visitor in control.
+ */
+
+ngx_uint_t
+ngx_http_lifecycle_group(ngx_http_request_t *r, ngx_http_lifecycle_ctx_t *ctx)
+{
+    uint32_t                        draw;
+    ngx_uint_t                      i;
+    ngx_http_lifecycle_srv_conf_t  *lscf;
+
+    lscf = ngx_http_get_module_srv_conf(r, ngx_http_lifecycle_module);
+
+    if (lscf->holdout == 0) {
+        return NGX_HTTP_LIFECYCLE_GROUP_TEST;
+    }
+
+    draw = 0;
+
+    for (i = 2; i < 10; i++) {
+        draw = (draw << 4) | lc_hex_value(ctx->vid[i]);
+    }
+
+    return (draw % 10000 < lscf->holdout) ? NGX_HTTP_LIFECYCLE_GROUP_CONTROL
+                                          : NGX_HTTP_LIFECYCLE_GROUP_TEST;
+}

@@ -58,7 +58,19 @@ static ngx_http_lifecycle_metric_t  ngx_http_lifecycle_metrics[] = {
       "Requests whose Redis command failed or could not be sent." },
     { NGX_HTTP_LIFECYCLE_STAT_REDIS_TIMEOUTS,
       "lifecycle_redis_timeouts_total", "counter",
-      "Requests served with default content after lifecycle_timeout." },
+      "Connections dropped: connect timed out, or no reply for 1s." },
+    { NGX_HTTP_LIFECYCLE_STAT_PROFILE_TIMEOUTS,
+      "lifecycle_profile_timeouts_total", "counter",
+      "Requests served with default content: no profile within "
+      "lifecycle_timeout." },
+    { NGX_HTTP_LIFECYCLE_STAT_PAGES_PERSONALIZED,
+      "lifecycle_pages_personalized_total", "counter",
+      "Responses changed for their visitor (headers made private)." },
+    { NGX_HTTP_LIFECYCLE_STAT_SLOTS_FILLED, "lifecycle_slots_filled_total",
+      "counter", "Slots filled with a block." },
+    { NGX_HTTP_LIFECYCLE_STAT_POPUPS_INJECTED,
+      "lifecycle_popups_injected_total", "counter",
+      "Popups placed before </body>." },
     { NGX_HTTP_LIFECYCLE_STAT_REDIS_RECONNECTS,
       "lifecycle_redis_reconnects_total", "counter",
       "Connection attempts after a failure or a lost connection." },
@@ -222,6 +234,32 @@ ngx_http_lifecycle_status_handler(ngx_http_request_t *r)
                               "{reason=\"%V\"} %uA\n",
                               &ngx_http_lifecycle_skip_reasons[i],
                               s[NGX_HTTP_LIFECYCLE_STAT_SKIPPED + i]);
+    }
+
+    b->last = ngx_slprintf(b->last, b->end,
+                 "# HELP lifecycle_conversions_total Purchases, by holdout "
+                 "group.\n"
+                 "# TYPE lifecycle_conversions_total counter\n");
+
+    for (i = 0; i < NGX_HTTP_LIFECYCLE_NGROUPS; i++) {
+        b->last = ngx_slprintf(b->last, b->end,
+                              "lifecycle_conversions_total"
+                              "{group=\"%V\"} %uA\n",
+                              &ngx_http_lifecycle_groups[i],
+                              s[NGX_HTTP_LIFECYCLE_STAT_CONVERSIONS + i]);
+    }
+
+    b->last = ngx_slprintf(b->last, b->end,
+                 "# HELP lifecycle_group_sessions_total Sessions started, "
+                 "by holdout group.\n"
+                 "# TYPE lifecycle_group_sessions_total counter\n");
+
+    for (i = 0; i < NGX_HTTP_LIFECYCLE_NGROUPS; i++) {
+        b->last = ngx_slprintf(b->last, b->end,
+                              "lifecycle_group_sessions_total"
+                              "{group=\"%V\"} %uA\n",
+                              &ngx_http_lifecycle_groups[i],
+                              s[NGX_HTTP_LIFECYCLE_STAT_GROUP_SESSIONS + i]);
     }
 
     b->last = ngx_slprintf(b->last, b->end,

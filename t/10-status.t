@@ -69,6 +69,7 @@ my %want = (
     lifecycle_redis_roundtrips_total => 5,
     lifecycle_redis_errors_total     => 0,
     lifecycle_redis_timeouts_total   => 0,
+    lifecycle_profile_timeouts_total => 0,
     lifecycle_redis_connected        => 1,
 );
 for my $k (sort keys %want) {

@@ -93,7 +93,8 @@ for (1 .. 5) {
 my $errs = wait_until {
     my $m = $t->status_metrics;
     ($t->metric($m, 'lifecycle_redis_errors_total') // 0)
-        + ($t->metric($m, 'lifecycle_redis_timeouts_total') // 0);
+        + ($t->metric($m, 'lifecycle_redis_timeouts_total') // 0)
+        + ($t->metric($m, 'lifecycle_profile_timeouts_total') // 0);
 } timeout => 3, interval => 0.1;
 ok($errs, "wrong password: errors counted ($errs)");
 is($t->metric($t->status_metrics, 'lifecycle_redis_connected'), 0,

@@ -1,0 +1,877 @@
+
+/*
+ * lifecycle: content blocks and popups. "lifecycle_block" and
+ * "lifecycle_popup" compile their templates at configuration time; per
+ * request this file chooses what a visitor gets (before the headers go)
+ * and renders it from the visitor's profile. The body filter places it.
+ */
+
+
+#include "ngx_http_lifecycle_module.h"
+
+
+#define NGX_HTTP_LIFECYCLE_NAME_MAX      64
+#define NGX_HTTP_LIFECYCLE_DAY_MSEC      ((ngx_msec_t) 86400 * 1000)
+
+/* how long a dismissed popup stays away when it has no cap */
+#define NGX_HTTP_LIFECYCLE_DISMISS_MSEC  (30 * NGX_HTTP_LIFECYCLE_DAY_MSEC)
+
+
+static char *ngx_http_lifecycle_template(ngx_conf_t *cf, ngx_str_t *file,
+    lc_tpl_t **tpl);
+static ngx_int_t ngx_http_lifecycle_check_name(ngx_conf_t *cf,
+    ngx_str_t *name, char *what);
+static ngx_array_t *ngx_http_lifecycle_resolve(ngx_conf_t *cf,
+    ngx_array_t *defs, ngx_uint_t popups);
+static ngx_uint_t ngx_http_lifecycle_popup_eligible(ngx_http_request_t *r,
+    ngx_http_lifecycle_ctx_t *ctx, ngx_http_lifecycle_rule_t *rule);
+static const lc_value_t *ngx_http_lifecycle_data(ngx_http_request_t *r,
+    ngx_http_lifecycle_ctx_t *ctx, lc_alloc_t *a);
+static void *ngx_http_lifecycle_pool_alloc(void *pool, size_t size);
+static void ngx_http_lifecycle_tpl_write(void *ctx, const char *data,
+    size_t len);
+
+
+char *
+ngx_http_lifecycle_block(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_lifecycle_loc_conf_t  *llcf = conf;
+
+    ngx_str_t                   *value;
+    ngx_http_lifecycle_block_t  *block;
+
+    value = cf->args->elts;
+
+    if (llcf->blocks == NGX_CONF_UNSET_PTR) {
+        llcf->blocks = ngx_array_create(cf->pool, 4,
+                                        sizeof(ngx_http_lifecycle_block_t));
+        if (llcf->blocks == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (ngx_http_lifecycle_check_name(cf, &value[1], "slot") != NGX_OK
+        || ngx_http_lifecycle_check_name(cf, &value[2], "segment") != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    block = ngx_array_push(llcf->blocks);
+    if (block == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    block->slot = value[1];
+    block->segment = value[2];
+    block->conf_file = cf->conf_file->file.name.data;
+    block->conf_line = cf->conf_file->line;
+
+    return ngx_http_lifecycle_template(cf, &value[3], &block->tpl);
+}
+
+
+char *
+ngx_http_lifecycle_popup(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_lifecycle_loc_conf_t  *llcf = conf;
+
+    u_char                      *p, *slash;
+    time_t                       period;
+    ngx_int_t                    n;
+    ngx_str_t                   *value, s;
+    ngx_uint_t                   i;
+    ngx_http_lifecycle_popup_t  *popup;
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts < 4) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"lifecycle_popup\" needs a name, a segment "
+                           "and a template file");
+        return NGX_CONF_ERROR;
+    }
+
+    if (llcf->popups == NGX_CONF_UNSET_PTR) {
+        llcf->popups = ngx_array_create(cf->pool, 2,
+                                        sizeof(ngx_http_lifecycle_popup_t));
+        if (llcf->popups == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (ngx_http_lifecycle_check_name(cf, &value[1], "popup") != NGX_OK
+        || ngx_http_lifecycle_check_name(cf, &value[2], "segment") != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    popup = ngx_array_push(llcf->popups);
+    if (popup == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(popup, sizeof(ngx_http_lifecycle_popup_t));
+
+    popup->name = value[1];
+    popup->segment = value[2];
+    popup->period = NGX_HTTP_LIFECYCLE_DISMISS_MSEC;
+    popup->conf_file = cf->conf_file->file.name.data;
+    popup->conf_line = cf->conf_file->line;
+
+    for (i = 4; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "cap=", 4) == 0) {
+            p = value[i].data + 4;
+            slash = ngx_strlchr(p, value[i].data + value[i].len, '/');
+
+            if (slash == NULL) {
+                goto invalid;
+            }
+
+            n = ngx_atoi(p, slash - p);
+
+            s.data = slash + 1;
+            s.len = value[i].data + value[i].len - s.data;
+            period = ngx_parse_time(&s, 1);
+
+            if (n == NGX_ERROR || n == 0
+                || period == (time_t) NGX_ERROR || period == 0)
+            {
+                goto invalid;
+            }
+
+            popup->cap = n;
+            popup->period = (ngx_msec_t) period * 1000;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "delay=", 6) == 0) {
+            s.data = value[i].data + 6;
+            s.len = value[i].len - 6;
+
+            popup->delay = ngx_parse_time(&s, 0);
+
+            if (popup->delay == (ngx_msec_t) NGX_ERROR) {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "min_views=", 10) == 0) {
+            n = ngx_atoi(value[i].data + 10, value[i].len - 10);
+
+            if (n == NGX_ERROR) {
+                goto invalid;
+            }
+
+            popup->min_views = n;
+            continue;
+        }
+
+    invalid:
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    /* the markup around the template, made once: names are [A-Za-z0-9_-] */
+
+    p = ngx_pnalloc(cf->pool, sizeof("<div id=\"lc-popup-\" class=\"lc-popup\""
+                                     " data-lc-popup=\"\" data-lc-delay=\"\""
+                                     " role=\"dialog\" aria-modal=\"true\""
+                                     " hidden>") - 1
+                              + 2 * popup->name.len + NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    popup->open.data = p;
+    popup->open.len = ngx_sprintf(p, "<div id=\"lc-popup-%V\" class=\"lc-popup\""
+                                  " data-lc-popup=\"%V\" data-lc-delay=\"%M\""
+                                  " role=\"dialog\" aria-modal=\"true\""
+                                  " hidden>",
+                                  &popup->name, &popup->name, popup->delay)
+                      - p;
+
+    return ngx_http_lifecycle_template(cf, &value[3], &popup->tpl);
+}
+
+
+char *
+ngx_http_lifecycle_script_url(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_lifecycle_loc_conf_t  *llcf = conf;
+
+    ngx_str_t   *value;
+    ngx_uint_t   i;
+
+    if (llcf->script_url.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    /* it goes into an attribute as written */
+    for (i = 0; i < value[1].len; i++) {
+        if (value[1].data[i] <= ' ' || value[1].data[i] == '"'
+            || value[1].data[i] == '<' || value[1].data[i] == '>'
+            || value[1].data[i] == '\'' || value[1].data[i] == '`'
+            || value[1].data[i] >= 0x7f)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid script URL \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (value[1].len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "empty script URL");
+        return NGX_CONF_ERROR;
+    }
+
+    llcf->script_url = value[1];
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_lifecycle_template(ngx_conf_t *cf, ngx_str_t *file, lc_tpl_t **tpl)
+{
+    char        err[128];
+    ngx_str_t   name, text;
+    lc_alloc_t  a;
+
+    name = *file;
+
+    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_lifecycle_read_file(cf, &name, &text) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    a.alloc = ngx_http_lifecycle_pool_alloc;
+    a.ctx = cf->pool;
+
+    *tpl = lc_tpl_compile((char *) text.data, text.len, &a, err, sizeof(err));
+
+    if (*tpl == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "template \"%V\", %s",
+                           &name, err);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_lifecycle_check_name(ngx_conf_t *cf, ngx_str_t *name, char *what)
+{
+    u_char      c;
+    ngx_uint_t  i;
+
+    if (name->len == 1 && name->data[0] == '*' && what[0] == 's'
+        && what[1] == 'e')
+    {
+        return NGX_OK;
+    }
+
+    for (i = 0; i < name->len; i++) {
+        c = name->data[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+              || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+        {
+            break;
+        }
+    }
+
+    if (name->len == 0 || i < name->len
+        || name->len > NGX_HTTP_LIFECYCLE_NAME_MAX)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid %s name \"%V\": 1 to %d letters, digits, "
+                           "\"_\" or \"-\"", what, name,
+                           NGX_HTTP_LIFECYCLE_NAME_MAX);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Blocks and popups may be written above the server that defines their
+ * segments: they are bound to the server's segments while merging.
+ */
+
+char *
+ngx_http_lifecycle_blocks_merge(ngx_conf_t *cf,
+    ngx_http_lifecycle_loc_conf_t *prev, ngx_http_lifecycle_loc_conf_t *conf)
+{
+    ngx_conf_merge_ptr_value(conf->blocks, prev->blocks, NULL);
+    ngx_conf_merge_ptr_value(conf->popups, prev->popups, NULL);
+    ngx_conf_merge_str_value(conf->script_url, prev->script_url,
+                             "/lifecycle.js");
+
+    if (!conf->enable) {
+        return NGX_CONF_OK;
+    }
+
+    if (conf->blocks) {
+        conf->block_rules = ngx_http_lifecycle_resolve(cf, conf->blocks, 0);
+        if (conf->block_rules == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (conf->popups) {
+        conf->popup_rules = ngx_http_lifecycle_resolve(cf, conf->popups, 1);
+        if (conf->popup_rules == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_array_t *
+ngx_http_lifecycle_resolve(ngx_conf_t *cf, ngx_array_t *defs,
+    ngx_uint_t popups)
+{
+    u_char                         *file;
+    ngx_str_t                      *name;
+    ngx_uint_t                      i, j, line;
+    ngx_array_t                    *rules;
+    ngx_http_lifecycle_rule_t      *rule;
+    ngx_http_lifecycle_block_t     *block;
+    ngx_http_lifecycle_popup_t     *popup;
+    ngx_http_lifecycle_segment_t   *seg;
+    ngx_http_lifecycle_srv_conf_t  *lscf;
+
+    lscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_lifecycle_module);
+
+    rules = ngx_array_create(cf->pool, defs->nelts,
+                             sizeof(ngx_http_lifecycle_rule_t));
+    if (rules == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < defs->nelts; i++) {
+
+        if (popups) {
+            popup = (ngx_http_lifecycle_popup_t *) defs->elts + i;
+            name = &popup->segment;
+            file = popup->conf_file;
+            line = popup->conf_line;
+
+        } else {
+            block = (ngx_http_lifecycle_block_t *) defs->elts + i;
+            name = &block->segment;
+            file = block->conf_file;
+            line = block->conf_line;
+        }
+
+        rule = ngx_array_push(rules);
+        if (rule == NULL) {
+            return NULL;
+        }
+
+        rule->def = (u_char *) defs->elts + i * defs->size;
+        rule->segment = NULL;
+
+        if (name->len == 1 && name->data[0] == '*') {
+            continue;
+        }
+
+        seg = lscf->segments ? lscf->segments->elts : NULL;
+
+        for (j = 0; lscf->segments && j < lscf->segments->nelts; j++) {
+            if (seg[j].name.len == name->len
+                && ngx_strncmp(seg[j].name.data, name->data, name->len) == 0)
+            {
+                rule->segment = &seg[j];
+                break;
+            }
+        }
+
+        if (rule->segment == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "unknown segment \"%V\" in %s:%ui: no "
+                          "\"lifecycle_segment %V\" in this server or "
+                          "above it", name, file, line, name);
+            return NULL;
+        }
+    }
+
+    return rules;
+}
+
+
+/*
+ * Decides, before the headers go, what this visitor gets: per slot the
+ * first block whose segment holds, and the first eligible popup.
+ */
+
+ngx_int_t
+ngx_http_lifecycle_choose(ngx_http_request_t *r,
+    ngx_http_lifecycle_ctx_t *ctx, ngx_array_t *fills,
+    ngx_http_lifecycle_rule_t **popup)
+{
+    ngx_uint_t                      i, j, taken;
+    ngx_http_lifecycle_fill_t      *fill;
+    ngx_http_lifecycle_rule_t      *rule;
+    ngx_http_lifecycle_block_t     *block;
+    ngx_http_lifecycle_loc_conf_t  *llcf;
+
+    *popup = NULL;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_lifecycle_module);
+
+    if (ctx->profile == NULL || ctx->group == NGX_HTTP_LIFECYCLE_GROUP_CONTROL)
+    {
+        return NGX_OK;
+    }
+
+    if (llcf->block_rules) {
+        rule = llcf->block_rules->elts;
+
+        for (i = 0; i < llcf->block_rules->nelts; i++) {
+            block = rule[i].def;
+            fill = fills->elts;
+            taken = 0;
+
+            for (j = 0; j < fills->nelts; j++) {
+                if (fill[j].slot.len == block->slot.len
+                    && ngx_strncmp(fill[j].slot.data, block->slot.data,
+                                   block->slot.len)
+                       == 0)
+                {
+                    taken = 1;
+                    break;
+                }
+            }
+
+            if (taken
+                || (rule[i].segment
+                    && !ngx_http_lifecycle_segment_match(r, ctx,
+                                                         rule[i].segment)))
+            {
+                continue;
+            }
+
+            fill = ngx_array_push(fills);
+            if (fill == NULL) {
+                return NGX_ERROR;
+            }
+
+            fill->slot = block->slot;
+            fill->rule = &rule[i];
+        }
+    }
+
+    if (llcf->popup_rules) {
+        rule = llcf->popup_rules->elts;
+
+        for (i = 0; i < llcf->popup_rules->nelts; i++) {
+            if (ngx_http_lifecycle_popup_eligible(r, ctx, &rule[i])) {
+                *popup = &rule[i];
+                break;
+            }
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Shows, dismissals and conversions are what the browser reported
+ * (lifecycle_collect writes them): clearing browser storage resets none.
+ */
+
+static ngx_uint_t
+ngx_http_lifecycle_popup_eligible(ngx_http_request_t *r,
+    ngx_http_lifecycle_ctx_t *ctx, ngx_http_lifecycle_rule_t *rule)
+{
+    uint64_t                           now;
+    ngx_uint_t                         i;
+    ngx_time_t                        *tp;
+    ngx_http_lifecycle_popup_t        *popup;
+    ngx_http_lifecycle_profile_t      *p;
+    ngx_http_lifecycle_popup_state_t  *st;
+
+    p = ctx->profile;
+    popup = rule->def;
+
+    if (ngx_http_lifecycle_opted_in(p) || p->views < popup->min_views) {
+        return 0;
+    }
+
+    if (rule->segment && !ngx_http_lifecycle_segment_match(r, ctx,
+                                                           rule->segment))
+    {
+        return 0;
+    }
+
+    st = p->popups.elts;
+
+    for (i = 0; i < p->popups.nelts; i++) {
+        if (st[i].name.len == popup->name.len
+            && ngx_strncmp(st[i].name.data, popup->name.data,
+                           popup->name.len)
+               == 0)
+        {
+            break;
+        }
+    }
+
+    if (i == p->popups.nelts) {
+        return 1;
+    }
+
+    st = &st[i];
+
+    if (st->converted) {
+        return 0;
+    }
+
+    tp = ngx_timeofday();
+    now = (uint64_t) tp->sec * 1000 + tp->msec;
+
+    if (st->dismissed && now < st->dismissed + popup->period) {
+        return 0;
+    }
+
+    if (popup->cap && st->shown >= popup->cap
+        && now < st->since + popup->period)
+    {
+        return 0;
+    }
+
+    return 1;
+}
+
+
+ngx_uint_t
+ngx_http_lifecycle_opted_in(ngx_http_lifecycle_profile_t *p)
+{
+    return p->optin.len
+           && !(p->optin.len == 1 && p->optin.data[0] == '0')
+           && !(p->optin.len == 2 && ngx_strncasecmp(p->optin.data,
+                                                     (u_char *) "no", 2)
+                                     == 0);
+}
+
+
+/*
+ * The block's or popup's markup for this visitor: the template rendered
+ * into one buffer sized first, so nothing is copied twice.
+ */
+
+ngx_int_t
+ngx_http_lifecycle_render(ngx_http_request_t *r,
+    ngx_http_lifecycle_ctx_t *ctx, ngx_http_lifecycle_rule_t *rule,
+    ngx_uint_t is_popup, ngx_str_t *out)
+{
+    u_char                         *p;
+    size_t                          len, i;
+    lc_tpl_t                       *tpl;
+    ngx_str_t                      *segment;
+    lc_value_member_t              *m;
+    lc_alloc_t                      a;
+    lc_value_t                     *root;
+    const lc_value_t               *data, *seg;
+    ngx_http_lifecycle_popup_t     *popup;
+    ngx_http_lifecycle_block_t     *block;
+    ngx_http_lifecycle_loc_conf_t  *llcf;
+
+    a.alloc = ngx_http_lifecycle_pool_alloc;
+    a.ctx = r->pool;
+
+    if (ctx->data == NULL) {
+        ctx->data = ngx_http_lifecycle_data(r, ctx, &a);
+        if (ctx->data == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    data = ctx->data;
+    popup = NULL;
+
+    if (is_popup) {
+        popup = rule->def;
+        tpl = popup->tpl;
+        segment = &popup->segment;
+
+    } else {
+        block = rule->def;
+        tpl = block->tpl;
+        segment = &block->segment;
+    }
+
+    /* "segment" first: the shared members follow it */
+    root = lc_value_object(&a, data->len + 1);
+    seg = lc_value_string(&a, (char *) segment->data, segment->len, 0);
+
+    if (root == NULL || seg == NULL
+        || lc_value_add(root, "segment", 7, seg) != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < data->len; i++) {
+        m = &data->u.members[i];
+
+        if (lc_value_add(root, m->key, m->keylen, m->value) != 0) {
+            return NGX_ERROR;
+        }
+    }
+
+    len = lc_tpl_render_size(tpl, root);
+
+    if (is_popup) {
+        llcf = ngx_http_get_module_loc_conf(r, ngx_http_lifecycle_module);
+
+        len += popup->open.len + sizeof("</div><script src=\"\" async>"
+                                        "</script>") - 1
+               + llcf->script_url.len;
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    out->data = p;
+
+    if (is_popup) {
+        p = ngx_cpymem(p, popup->open.data, popup->open.len);
+    }
+
+    (void) lc_tpl_render(tpl, root, ngx_http_lifecycle_tpl_write, &p);
+
+    if (is_popup) {
+        p = ngx_sprintf(p, "</div><script src=\"%V\" async></script>",
+                        &llcf->script_url);
+    }
+
+    out->len = p - out->data;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_lifecycle_tpl_write(void *ctx, const char *data, size_t len)
+{
+    u_char  **p = ctx;
+
+    *p = ngx_cpymem(*p, data, len);
+}
+
+
+static void *
+ngx_http_lifecycle_pool_alloc(void *pool, size_t size)
+{
+    return ngx_palloc(pool, size);
+}
+
+
+/* a string member; "s" must outlive the request (pool or profile) */
+
+static ngx_int_t
+ngx_http_lifecycle_add_str(lc_alloc_t *a, lc_value_t *obj, const char *key,
+    ngx_str_t *s, int trusted)
+{
+    lc_value_t  *v;
+
+    v = lc_value_string(a, (char *) s->data, s->len, trusted);
+
+    return (v && lc_value_add(obj, key, ngx_strlen(key), v) == 0)
+           ? NGX_OK : NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_lifecycle_add_uint(lc_alloc_t *a, lc_value_t *obj, const char *key,
+    ngx_uint_t n)
+{
+    lc_value_t  *v;
+
+    v = lc_value_uint(a, n);
+
+    return (v && lc_value_add(obj, key, ngx_strlen(key), v) == 0)
+           ? NGX_OK : NGX_ERROR;
+}
+
+
+/* a product as templates see it: the catalog's fields, or only the id */
+
+static const lc_value_t *
+ngx_http_lifecycle_product(ngx_http_request_t *r, lc_alloc_t *a,
+    ngx_str_t *id)
+{
+    lc_value_t  *obj;
+
+    obj = lc_value_object(a, 1);
+
+    if (obj == NULL
+        || ngx_http_lifecycle_add_str(a, obj, "id", id, 0) != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return obj;
+}
+
+
+/*
+ * What every template of the request sees, built once: visitor,
+ * product, recent, top_category, cart. The id given to templates is the
+ * visitor id, never the signed cookie.
+ */
+
+static const lc_value_t *
+ngx_http_lifecycle_data(ngx_http_request_t *r, ngx_http_lifecycle_ctx_t *ctx,
+    lc_alloc_t *a)
+{
+    ngx_int_t                      stage;
+    ngx_str_t                      s, *recent;
+    ngx_uint_t                     i, best, n;
+    lc_value_t                    *root, *visitor, *cart, *list;
+    const lc_value_t              *v;
+    ngx_http_lifecycle_count_t    *c;
+    ngx_http_lifecycle_profile_t  *p;
+
+    p = ctx->profile;
+
+    root = lc_value_object(a, 5);
+    visitor = lc_value_object(a, 8);
+    cart = lc_value_object(a, 2);
+
+    if (root == NULL || visitor == NULL || cart == NULL) {
+        return NULL;
+    }
+
+    s.data = ctx->vid;
+    s.len = LC_VID_LEN;
+
+    if (ngx_http_lifecycle_add_str(a, visitor, "id", &s, 1) != NGX_OK
+        || ngx_http_lifecycle_add_uint(a, visitor, "visits", p->visits)
+           != NGX_OK
+        || ngx_http_lifecycle_add_uint(a, visitor, "views", p->views)
+           != NGX_OK)
+    {
+        return NULL;
+    }
+
+    stage = ngx_http_lifecycle_stage(r, ctx);
+
+    if (stage != NGX_DECLINED
+        && ngx_http_lifecycle_add_str(a, visitor, "stage",
+                                      &ngx_http_lifecycle_stages[stage], 1)
+           != NGX_OK)
+    {
+        return NULL;
+    }
+
+    s = ctx->country.len ? ctx->country : p->country;
+
+    if (s.len && ngx_http_lifecycle_add_str(a, visitor, "country", &s, 0)
+                 != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ctx->city.len
+        && ngx_http_lifecycle_add_str(a, visitor, "city", &ctx->city, 0)
+           != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_http_lifecycle_opted_in(p)
+        && lc_value_add(visitor, "optin", 5, lc_value_bool(1)) != 0)
+    {
+        return NULL;
+    }
+
+    if (lc_value_add(root, "visitor", 7, visitor) != 0) {
+        return NULL;
+    }
+
+    if (ctx->view && ctx->view->type == NGX_HTTP_LIFECYCLE_VIEW_PRODUCT
+        && ctx->view_id.len)
+    {
+        v = ngx_http_lifecycle_product(r, a, &ctx->view_id);
+
+        if (v == NULL || lc_value_add(root, "product", 7, v) != 0) {
+            return NULL;
+        }
+    }
+
+    /* newest first, without the product of this page */
+
+    recent = p->recent.elts;
+    list = lc_value_list(a, p->recent.nelts);
+
+    if (list == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < p->recent.nelts; i++) {
+        if (ctx->view && ctx->view->type == NGX_HTTP_LIFECYCLE_VIEW_PRODUCT
+            && recent[i].len == ctx->view_id.len
+            && ngx_strncmp(recent[i].data, ctx->view_id.data, recent[i].len)
+               == 0)
+        {
+            continue;
+        }
+
+        v = ngx_http_lifecycle_product(r, a, &recent[i]);
+
+        if (v == NULL || lc_value_append(list, v) != 0) {
+            return NULL;
+        }
+    }
+
+    if (lc_value_add(root, "recent", 6, list) != 0) {
+        return NULL;
+    }
+
+    /* the most viewed category; the first seen on a tie */
+
+    c = p->categories.elts;
+    best = p->categories.nelts;
+
+    for (i = 0; i < p->categories.nelts; i++) {
+        if (best == p->categories.nelts || c[i].count > c[best].count) {
+            best = i;
+        }
+    }
+
+    if (best < p->categories.nelts
+        && ngx_http_lifecycle_add_str(a, root, "top_category", &c[best].key,
+                                      0)
+           != NGX_OK)
+    {
+        return NULL;
+    }
+
+    n = p->cart;
+
+    if (ngx_http_lifecycle_add_uint(a, cart, "count", n) != NGX_OK
+        || lc_value_add(root, "cart", 4, cart) != 0)
+    {
+        return NULL;
+    }
+
+    return root;
+}
