@@ -150,6 +150,13 @@ static ngx_command_t  ngx_http_lifecycle_commands[] = {
       0,
       NULL },
 
+    { ngx_string("lifecycle_geoip2"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_lifecycle_geoip2,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -198,6 +205,12 @@ static ngx_http_variable_t  ngx_http_lifecycle_vars[] = {
 
     { ngx_string("lifecycle_segments"), NULL, ngx_http_lifecycle_variable,
       NGX_HTTP_LIFECYCLE_VAR_SEGMENTS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("lifecycle_country"), NULL, ngx_http_lifecycle_geo_variable,
+      NGX_HTTP_LIFECYCLE_GEO_COUNTRY, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("lifecycle_city"), NULL, ngx_http_lifecycle_geo_variable,
+      NGX_HTTP_LIFECYCLE_GEO_CITY, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
