@@ -179,6 +179,13 @@ static ngx_command_t  ngx_http_lifecycle_commands[] = {
       0,
       NULL },
 
+    { ngx_string("lifecycle_geoip2"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_lifecycle_geoip2,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -231,6 +238,12 @@ static ngx_http_variable_t  ngx_http_lifecycle_vars[] = {
     { ngx_string("lifecycle_group"), NULL, ngx_http_lifecycle_variable,
       NGX_HTTP_LIFECYCLE_VAR_GROUP, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("lifecycle_country"), NULL, ngx_http_lifecycle_geo_variable,
+      NGX_HTTP_LIFECYCLE_GEO_COUNTRY, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("lifecycle_city"), NULL, ngx_http_lifecycle_geo_variable,
+      NGX_HTTP_LIFECYCLE_GEO_CITY, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
       ngx_http_null_variable
 };
 
@@ -238,11 +251,12 @@ static ngx_http_variable_t  ngx_http_lifecycle_vars[] = {
 static ngx_int_t
 ngx_http_lifecycle_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                       rc;
-    ngx_pool_cleanup_t             *cln;
-    ngx_http_lifecycle_ctx_t       *ctx;
-    ngx_http_lifecycle_skip_e       skip;
-    ngx_http_lifecycle_loc_conf_t  *llcf;
+    ngx_int_t                        rc;
+    ngx_pool_cleanup_t              *cln;
+    ngx_http_lifecycle_ctx_t        *ctx;
+    ngx_http_lifecycle_skip_e        skip;
+    ngx_http_lifecycle_loc_conf_t   *llcf;
+    ngx_http_lifecycle_main_conf_t  *lmcf;
 
     if (r != r->main) {
         return NGX_DECLINED;
@@ -294,6 +308,18 @@ ngx_http_lifecycle_handler(ngx_http_request_t *r)
 
     if (ngx_http_lifecycle_view_match(r, llcf, ctx) != NGX_OK) {
         return NGX_ERROR;
+    }
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_lifecycle_module);
+
+    if (lmcf->geoip2) {
+        if (ngx_http_lifecycle_geo_lookup(r, &ctx->country, &ctx->city)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ctx->geo_done = 1;
     }
 
     rc = ngx_http_lifecycle_profile_request(r, ctx);

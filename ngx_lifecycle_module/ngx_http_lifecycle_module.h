@@ -114,12 +114,16 @@ typedef struct {
 } ngx_http_lifecycle_redis_addr_t;
 
 
+struct MMDB_s;
+
+
 typedef struct {
     ngx_http_lifecycle_redis_addr_t  redis;
     ngx_str_t                   secret;
     time_t                      retention;
     ngx_array_t                *bots;          /* of ngx_regex_elt_t */
     ngx_flag_t                  used;          /* "lifecycle on" somewhere */
+    struct MMDB_s              *geoip2;        /* NULL: no database */
 } ngx_http_lifecycle_main_conf_t;
 
 
@@ -263,6 +267,7 @@ typedef struct {
     const lc_value_t           *data;          /* for templates, once */
 
     unsigned                    group:1;       /* ..._GROUP_CONTROL */
+    unsigned                    geo_done:1;
     unsigned                    tracked:1;
     unsigned                    new_visitor:1;
     unsigned                    waiting:1;
@@ -348,6 +353,17 @@ void ngx_http_lifecycle_profile_init(void);
 ngx_str_t *ngx_http_lifecycle_profile_script(void);
 ngx_int_t ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
     ngx_http_lifecycle_ctx_t *ctx);
+
+/* geo */
+#define NGX_HTTP_LIFECYCLE_GEO_COUNTRY  0
+#define NGX_HTTP_LIFECYCLE_GEO_CITY     1
+
+char *ngx_http_lifecycle_geoip2(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_lifecycle_geo_lookup(ngx_http_request_t *r,
+    ngx_str_t *country, ngx_str_t *city);
+ngx_int_t ngx_http_lifecycle_geo_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 
 /* status */
 ngx_int_t ngx_http_lifecycle_status_init_zone(ngx_conf_t *cf);

@@ -21,8 +21,9 @@ build_pkgs="nginx-core nginx-dev libhiredis-dev libpcre2-dev libmaxminddb-dev
             libssl-dev zlib1g-dev gcc make"
 # redis-server pulls in redis-tools (redis-cli).
 run_pkgs="redis-server"
-# t/ is Perl with core modules only (Test::More, prove, Digest::SHA, ...).
-test_pkgs="perl curl openssl gcc valgrind"
+# t/ is Perl: core modules (Test::More, prove, Digest::SHA, ...), and the
+# MaxMind DB writer for the databases t/16-geo.t builds.
+test_pkgs="perl curl openssl gcc valgrind libmaxmind-db-writer-perl"
 
 case "$1" in
     test) wanted="$build_pkgs $run_pkgs $test_pkgs" ;;
