@@ -428,11 +428,23 @@ ngx_http_lifecycle_parse(ngx_http_request_t *r,
     while (p < last) {
 
         if (ctx->m_len == 0) {
-            p = ngx_strlchr(p, last, '<');
+            p = memchr(p, '<', last - p);
 
             if (p == NULL) {
                 p = last;
                 break;
+            }
+
+            /*
+             * Most tags are neither a marker nor </body>: "<!-" and
+             * "</b", "</B" are the only ways into one.
+             */
+            if (p + 2 < last
+                && !(p[1] == '!' && p[2] == '-')
+                && !(p[1] == '/' && (p[2] | 0x20) == 'b'))
+            {
+                p++;
+                continue;
             }
 
             mark = p;
