@@ -13,6 +13,7 @@
 #include <ngx_http.h>
 
 #include "lifecycle_keys.h"
+#include "lifecycle_catalog.h"
 
 
 /* view types, in the order of ngx_http_lifecycle_view_types[] */
@@ -103,6 +104,7 @@ typedef struct {
     time_t                      retention;
     ngx_array_t                *bots;          /* of ngx_regex_elt_t */
     ngx_flag_t                  used;          /* "lifecycle on" somewhere */
+    lc_catalog_t               *catalog;
 } ngx_http_lifecycle_main_conf_t;
 
 
@@ -247,6 +249,12 @@ void ngx_http_lifecycle_profile_init(void);
 ngx_str_t *ngx_http_lifecycle_profile_script(void);
 ngx_int_t ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
     ngx_http_lifecycle_ctx_t *ctx);
+
+/* catalog */
+char *ngx_http_lifecycle_catalog(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+const lc_product_t *ngx_http_lifecycle_catalog_find(ngx_http_request_t *r,
+    ngx_str_t *id);
 
 /* status */
 ngx_int_t ngx_http_lifecycle_status_init_zone(ngx_conf_t *cf);
