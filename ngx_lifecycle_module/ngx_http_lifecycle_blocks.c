@@ -712,23 +712,128 @@ ngx_http_lifecycle_add_uint(lc_alloc_t *a, lc_value_t *obj, const char *key,
 }
 
 
-/* a product as templates see it: the catalog's fields, or only the id */
+/*
+ * A product as templates see it: every column of its catalog row
+ * (trusted: the feed is the shop's own), or, unknown to the catalog,
+ * only its id, which came from the request and is never trusted.
+ */
 
 static const lc_value_t *
 ngx_http_lifecycle_product(ngx_http_request_t *r, lc_alloc_t *a,
     ngx_str_t *id)
 {
-    lc_value_t  *obj;
+    size_t                           i, n;
+    lc_value_t                      *obj, *v;
+    const lc_str_t                  *names;
+    const lc_product_t              *p;
+    ngx_http_lifecycle_main_conf_t  *lmcf;
 
-    obj = lc_value_object(a, 1);
+    p = ngx_http_lifecycle_catalog_find(r, id);
 
-    if (obj == NULL
-        || ngx_http_lifecycle_add_str(a, obj, "id", id, 0) != NGX_OK)
+    if (p == NULL) {
+        obj = lc_value_object(a, 1);
+
+        if (obj == NULL
+            || ngx_http_lifecycle_add_str(a, obj, "id", id, 0) != NGX_OK)
+        {
+            return NULL;
+        }
+
+        return obj;
+    }
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_lifecycle_module);
+
+    n = lc_catalog_columns(lmcf->catalog, &names);
+
+    /* "category" first: the slug wins over a feed column of that name */
+    obj = lc_value_object(a, n + 1);
+    v = lc_value_string(a, p->category.data, p->category.len, 1);
+
+    if (obj == NULL || v == NULL || lc_value_add(obj, "category", 8, v) != 0)
     {
         return NULL;
     }
 
+    for (i = 0; i < n; i++) {
+        v = lc_value_string(a, p->values[i].data, p->values[i].len, 1);
+
+        if (v == NULL
+            || lc_value_add(obj, names[i].data, names[i].len, v) != 0)
+        {
+            return NULL;
+        }
+    }
+
     return obj;
+}
+
+
+/* "cart": units, and their value at catalog prices when all are known */
+
+static const lc_value_t *
+ngx_http_lifecycle_cart(ngx_http_request_t *r, lc_alloc_t *a,
+    ngx_http_lifecycle_profile_t *profile)
+{
+    u_char                      *buf;
+    ngx_str_t                    value, currency;
+    ngx_uint_t                   i, priced;
+    lc_value_t                  *cart;
+    unsigned long long           minor;
+    const lc_product_t          *p;
+    ngx_http_lifecycle_count_t  *item;
+
+    cart = lc_value_object(a, 3);
+
+    if (cart == NULL
+        || ngx_http_lifecycle_add_uint(a, cart, "count", profile->cart)
+           != NGX_OK)
+    {
+        return NULL;
+    }
+
+    item = profile->cart_items.elts;
+    minor = 0;
+    priced = 0;
+    ngx_str_null(&currency);
+
+    for (i = 0; i < profile->cart_items.nelts; i++) {
+        p = ngx_http_lifecycle_catalog_find(r, &item[i].key);
+
+        if (p == NULL || p->price_minor == 0) {
+            continue;
+        }
+
+        minor += p->price_minor * item[i].count;
+        priced++;
+
+        if (currency.len == 0) {
+            currency.data = (u_char *) p->currency.data;
+            currency.len = p->currency.len;
+        }
+    }
+
+    if (priced == 0) {
+        return cart;
+    }
+
+    buf = ngx_pnalloc(r->pool, NGX_INT64_LEN + 3);
+    if (buf == NULL) {
+        return NULL;
+    }
+
+    value.data = buf;
+    value.len = ngx_sprintf(buf, "%uL.%02uL", minor / 100, minor % 100) - buf;
+
+    if (ngx_http_lifecycle_add_str(a, cart, "value", &value, 1) != NGX_OK
+        || (currency.len
+            && ngx_http_lifecycle_add_str(a, cart, "currency", &currency, 1)
+               != NGX_OK))
+    {
+        return NULL;
+    }
+
+    return cart;
 }
 
 
@@ -744,8 +849,8 @@ ngx_http_lifecycle_data(ngx_http_request_t *r, ngx_http_lifecycle_ctx_t *ctx,
 {
     ngx_int_t                      stage;
     ngx_str_t                      s, *recent;
-    ngx_uint_t                     i, best, n;
-    lc_value_t                    *root, *visitor, *cart, *list;
+    ngx_uint_t                     i, best;
+    lc_value_t                    *root, *visitor, *list;
     const lc_value_t              *v;
     ngx_http_lifecycle_count_t    *c;
     ngx_http_lifecycle_profile_t  *p;
@@ -754,9 +859,8 @@ ngx_http_lifecycle_data(ngx_http_request_t *r, ngx_http_lifecycle_ctx_t *ctx,
 
     root = lc_value_object(a, 5);
     visitor = lc_value_object(a, 8);
-    cart = lc_value_object(a, 2);
 
-    if (root == NULL || visitor == NULL || cart == NULL) {
+    if (root == NULL || visitor == NULL) {
         return NULL;
     }
 
@@ -865,11 +969,9 @@ ngx_http_lifecycle_data(ngx_http_request_t *r, ngx_http_lifecycle_ctx_t *ctx,
         return NULL;
     }
 
-    n = p->cart;
+    v = ngx_http_lifecycle_cart(r, a, p);
 
-    if (ngx_http_lifecycle_add_uint(a, cart, "count", n) != NGX_OK
-        || lc_value_add(root, "cart", 4, cart) != 0)
-    {
+    if (v == NULL || lc_value_add(root, "cart", 4, v) != 0) {
         return NULL;
     }
 

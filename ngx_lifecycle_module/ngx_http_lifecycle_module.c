@@ -186,6 +186,13 @@ static ngx_command_t  ngx_http_lifecycle_commands[] = {
       0,
       NULL },
 
+    { ngx_string("lifecycle_catalog"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_lifecycle_catalog,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -926,6 +933,7 @@ ngx_http_lifecycle_create_main_conf(ngx_conf_t *cf)
      *     lmcf->redis = { 0 };
      *     lmcf->secret = { 0, NULL };
      *     lmcf->used = 0;
+     *     lmcf->catalog = NULL;
      */
 
     lmcf->retention = NGX_CONF_UNSET;

@@ -14,6 +14,7 @@
 
 #include "lifecycle_keys.h"
 #include "lifecycle_template.h"
+#include "lifecycle_catalog.h"
 
 
 /* view types, in the order of ngx_http_lifecycle_view_types[] */
@@ -124,6 +125,7 @@ typedef struct {
     ngx_array_t                *bots;          /* of ngx_regex_elt_t */
     ngx_flag_t                  used;          /* "lifecycle on" somewhere */
     struct MMDB_s              *geoip2;        /* NULL: no database */
+    lc_catalog_t               *catalog;
 } ngx_http_lifecycle_main_conf_t;
 
 
@@ -364,6 +366,12 @@ ngx_int_t ngx_http_lifecycle_geo_lookup(ngx_http_request_t *r,
     ngx_str_t *country, ngx_str_t *city);
 ngx_int_t ngx_http_lifecycle_geo_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+
+/* catalog */
+char *ngx_http_lifecycle_catalog(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+const lc_product_t *ngx_http_lifecycle_catalog_find(ngx_http_request_t *r,
+    ngx_str_t *id);
 
 /* status */
 ngx_int_t ngx_http_lifecycle_status_init_zone(ngx_conf_t *cf);

@@ -227,6 +227,7 @@ ngx_http_lifecycle_view_match(ngx_http_request_t *r,
                                          * 3];
     ngx_int_t                   rc;
     ngx_uint_t                  i;
+    const lc_product_t         *product;
     ngx_http_lifecycle_view_t  *view;
 
     if (llcf->views == NULL) {
@@ -275,13 +276,25 @@ ngx_http_lifecycle_view_match(ngx_http_request_t *r,
             ngx_http_lifecycle_view_clean(r, &ctx->view_id, 0);
         }
 
-        if (view->category
-            && ngx_http_lifecycle_view_value(r, view->category, captures,
-                                             view->captures + 1,
-                                             &ctx->view_category)
-               != NGX_OK)
+        if (view->category) {
+            if (ngx_http_lifecycle_view_value(r, view->category, captures,
+                                              view->captures + 1,
+                                              &ctx->view_category)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (view->type == NGX_HTTP_LIFECYCLE_VIEW_PRODUCT
+                   && ctx->view_id.len)
         {
-            return NGX_ERROR;
+            /* a product view counts toward its category in the catalog */
+            product = ngx_http_lifecycle_catalog_find(r, &ctx->view_id);
+
+            if (product) {
+                ctx->view_category.data = (u_char *) product->category.data;
+                ctx->view_category.len = product->category.len;
+            }
         }
 
         ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
