@@ -19,7 +19,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 PREFIX=$ROOT/build/demo
 SHOP=$ROOT/conf/demo/shop
-BLOCKS=$ROOT/conf/demo/blocks
+DEMO=$ROOT/conf/demo
 TEMPLATE=$ROOT/conf/demo/nginx.conf.in
 CONF=$PREFIX/nginx.conf
 SECRET=$PREFIX/secret
@@ -125,7 +125,7 @@ render_conf() {
     sed -e "/^[[:space:]]*#/!{
                 s|@PREFIX@|$(esc "$PREFIX")|g
                 s|@SHOP@|$(esc "$SHOP")|g
-                s|@BLOCKS@|$(esc "$BLOCKS")|g
+                s|@DEMO@|$(esc "$DEMO")|g
                 s|@MODULE@|$(esc "$PREFIX/ngx_http_lifecycle_module.so")|g
                 s|@SECRET@|$(esc "$SECRET")|g
                 s|@REDIS@|127.0.0.1:$REDIS_PORT|g
