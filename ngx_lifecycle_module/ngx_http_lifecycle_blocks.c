@@ -415,24 +415,41 @@ ngx_http_lifecycle_resolve(ngx_conf_t *cf, ngx_array_t *defs,
 
 
 /*
- * Decides, before the headers go, what this visitor gets: per slot the
- * first block whose segment holds, and the first eligible popup.
+ * Decides what this visitor gets here: per slot the first block whose
+ * segment holds, and the first eligible popup. Known once the profile
+ * is (before the headers go), and decided again only if an internal
+ * redirect moved the request to a location with other rules.
  */
 
 ngx_int_t
 ngx_http_lifecycle_choose(ngx_http_request_t *r,
-    ngx_http_lifecycle_ctx_t *ctx, ngx_array_t *fills,
-    ngx_http_lifecycle_rule_t **popup)
+    ngx_http_lifecycle_ctx_t *ctx)
 {
     ngx_uint_t                      i, j, taken;
+    ngx_array_t                    *fills;
     ngx_http_lifecycle_fill_t      *fill;
     ngx_http_lifecycle_rule_t      *rule;
     ngx_http_lifecycle_block_t     *block;
     ngx_http_lifecycle_loc_conf_t  *llcf;
 
-    *popup = NULL;
-
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_lifecycle_module);
+
+    if (ctx->chosen_for == llcf) {
+        return NGX_OK;
+    }
+
+    if (ctx->fills == NULL) {
+        ctx->fills = ngx_array_create(r->pool, 2,
+                                      sizeof(ngx_http_lifecycle_fill_t));
+        if (ctx->fills == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    fills = ctx->fills;
+    fills->nelts = 0;
+    ctx->popup = NULL;
+    ctx->chosen_for = llcf;
 
     if (ctx->profile == NULL || ctx->group == NGX_HTTP_LIFECYCLE_GROUP_CONTROL)
     {
@@ -481,7 +498,7 @@ ngx_http_lifecycle_choose(ngx_http_request_t *r,
 
         for (i = 0; i < llcf->popup_rules->nelts; i++) {
             if (ngx_http_lifecycle_popup_eligible(r, ctx, &rule[i])) {
-                *popup = &rule[i];
+                ctx->popup = &rule[i];
                 break;
             }
         }
@@ -976,4 +993,29 @@ ngx_http_lifecycle_data(ngx_http_request_t *r, ngx_http_lifecycle_ctx_t *ctx,
     }
 
     return root;
+}
+
+
+/*
+ * A browser holding the page as it was before (with its ETag or date)
+ * must get the visitor's version, not a 304: validators of the request
+ * are dropped when something will change the page.
+ */
+
+ngx_int_t
+ngx_http_lifecycle_unconditional(ngx_http_request_t *r,
+    ngx_http_lifecycle_ctx_t *ctx)
+{
+    if (ngx_http_lifecycle_choose(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ctx->fills->nelts || ctx->popup) {
+        r->headers_in.if_modified_since = NULL;
+        r->headers_in.if_unmodified_since = NULL;
+        r->headers_in.if_none_match = NULL;
+        r->headers_in.if_match = NULL;
+    }
+
+    return NGX_OK;
 }

@@ -43,7 +43,7 @@ typedef enum {
 
 typedef struct {
     ngx_http_lifecycle_ctx_t   *lctx;
-    ngx_array_t                 fills;         /* of ..._fill_t */
+    ngx_array_t                *fills;         /* of ..._fill_t */
     ngx_http_lifecycle_rule_t  *popup;
 
     ngx_chain_t                *in;            /* not parsed yet */
@@ -224,22 +224,16 @@ ngx_http_lifecycle_filter_start(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (ngx_array_init(&ctx->fills, r->pool, 2,
-                       sizeof(ngx_http_lifecycle_fill_t))
-        != NGX_OK)
-    {
+    if (ngx_http_lifecycle_choose(r, lctx) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    if (ngx_http_lifecycle_choose(r, lctx, &ctx->fills, &ctx->popup)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    if (ctx->fills.nelts == 0 && ctx->popup == NULL) {
+    if (lctx->fills->nelts == 0 && lctx->popup == NULL) {
         return NGX_OK;
     }
+
+    ctx->fills = lctx->fills;
+    ctx->popup = lctx->popup;
 
     if (gzip) {
         ctx->zstream = ngx_pcalloc(r->pool, sizeof(z_stream));
@@ -704,9 +698,9 @@ ngx_http_lifecycle_marker(ngx_http_request_t *r,
     }
 
     if (marker == NGX_HTTP_LIFECYCLE_M_OPEN) {
-        fill = ctx->fills.elts;
+        fill = ctx->fills->elts;
 
-        for (i = 0; i < ctx->fills.nelts; i++) {
+        for (i = 0; i < ctx->fills->nelts; i++) {
             if (fill[i].slot.len == ctx->name_len
                 && ngx_strncmp(fill[i].slot.data, ctx->name, ctx->name_len)
                    == 0)
@@ -715,7 +709,7 @@ ngx_http_lifecycle_marker(ngx_http_request_t *r,
             }
         }
 
-        if (i == ctx->fills.nelts) {
+        if (i == ctx->fills->nelts) {
             goto text;
         }
 

@@ -275,7 +275,17 @@ ngx_http_lifecycle_handler(ngx_http_request_t *r)
 
     if (ctx) {
         /* resumed, woken by an unrelated event, or internally redirected */
-        return ctx->waiting ? NGX_AGAIN : NGX_DECLINED;
+        if (ctx->waiting) {
+            return NGX_AGAIN;
+        }
+
+        if (ctx->profile
+            && ngx_http_lifecycle_unconditional(r, ctx) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        return NGX_DECLINED;
     }
 
     if (!llcf->enable || llcf->endpoint) {

@@ -267,6 +267,9 @@ typedef struct {
     ngx_str_t                   country;
     ngx_str_t                   city;
     const lc_value_t           *data;          /* for templates, once */
+    ngx_array_t                *fills;         /* of ..._fill_t */
+    ngx_http_lifecycle_rule_t  *popup;
+    void                       *chosen_for;    /* loc conf of the choice */
 
     unsigned                    group:1;       /* ..._GROUP_CONTROL */
     unsigned                    geo_done:1;
@@ -334,8 +337,9 @@ char *ngx_http_lifecycle_script_url(ngx_conf_t *cf, ngx_command_t *cmd,
 char *ngx_http_lifecycle_blocks_merge(ngx_conf_t *cf,
     ngx_http_lifecycle_loc_conf_t *prev, ngx_http_lifecycle_loc_conf_t *conf);
 ngx_int_t ngx_http_lifecycle_choose(ngx_http_request_t *r,
-    ngx_http_lifecycle_ctx_t *ctx, ngx_array_t *fills,
-    ngx_http_lifecycle_rule_t **popup);
+    ngx_http_lifecycle_ctx_t *ctx);
+ngx_int_t ngx_http_lifecycle_unconditional(ngx_http_request_t *r,
+    ngx_http_lifecycle_ctx_t *ctx);
 ngx_int_t ngx_http_lifecycle_render(ngx_http_request_t *r,
     ngx_http_lifecycle_ctx_t *ctx, ngx_http_lifecycle_rule_t *rule,
     ngx_uint_t is_popup, ngx_str_t *out);
