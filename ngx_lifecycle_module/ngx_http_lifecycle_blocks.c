@@ -403,9 +403,9 @@ ngx_http_lifecycle_resolve(ngx_conf_t *cf, ngx_array_t *defs,
 
         if (rule->segment == NULL) {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                          "unknown segment \"%V\" in %s:%ui: no "
-                          "\"lifecycle_segment %V\" in this server or "
-                          "above it", name, file, line, name);
+                          "unknown segment \"%V\": no \"lifecycle_segment "
+                          "%V\" in this server or above it in %s:%ui",
+                          name, name, file, line);
             return NULL;
         }
     }
