@@ -13,6 +13,11 @@
 #define NGX_HTTP_LIFECYCLE_NAME_MAX      64
 #define NGX_HTTP_LIFECYCLE_DAY_MSEC      ((ngx_msec_t) 86400 * 1000)
 
+/* lifecycle.js finds popups by class and data attributes */
+#define NGX_HTTP_LIFECYCLE_POPUP_OPEN                                         \
+    "<div id=\"lc-popup-%V\" class=\"lc-popup\" data-lc-popup=\"%V\""      \
+    " data-lc-delay=\"%M\" role=\"dialog\" aria-modal=\"true\" hidden>"
+
 /* how long a dismissed popup stays away when it has no cap */
 #define NGX_HTTP_LIFECYCLE_DISMISS_MSEC  (30 * NGX_HTTP_LIFECYCLE_DAY_MSEC)
 
@@ -20,7 +25,7 @@
 static char *ngx_http_lifecycle_template(ngx_conf_t *cf, ngx_str_t *file,
     lc_tpl_t **tpl);
 static ngx_int_t ngx_http_lifecycle_check_name(ngx_conf_t *cf,
-    ngx_str_t *name, char *what);
+    ngx_str_t *name, char *what, ngx_uint_t any);
 static ngx_array_t *ngx_http_lifecycle_resolve(ngx_conf_t *cf,
     ngx_array_t *defs, ngx_uint_t popups);
 static ngx_uint_t ngx_http_lifecycle_popup_eligible(ngx_http_request_t *r,
@@ -50,8 +55,9 @@ ngx_http_lifecycle_block(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
-    if (ngx_http_lifecycle_check_name(cf, &value[1], "slot") != NGX_OK
-        || ngx_http_lifecycle_check_name(cf, &value[2], "segment") != NGX_OK)
+    if (ngx_http_lifecycle_check_name(cf, &value[1], "slot", 0) != NGX_OK
+        || ngx_http_lifecycle_check_name(cf, &value[2], "segment", 1)
+           != NGX_OK)
     {
         return NGX_CONF_ERROR;
     }
@@ -99,8 +105,9 @@ ngx_http_lifecycle_popup(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
-    if (ngx_http_lifecycle_check_name(cf, &value[1], "popup") != NGX_OK
-        || ngx_http_lifecycle_check_name(cf, &value[2], "segment") != NGX_OK)
+    if (ngx_http_lifecycle_check_name(cf, &value[1], "popup", 0) != NGX_OK
+        || ngx_http_lifecycle_check_name(cf, &value[2], "segment", 1)
+           != NGX_OK)
     {
         return NGX_CONF_ERROR;
     }
@@ -178,20 +185,14 @@ ngx_http_lifecycle_popup(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     /* the markup around the template, made once: names are [A-Za-z0-9_-] */
 
-    p = ngx_pnalloc(cf->pool, sizeof("<div id=\"lc-popup-\" class=\"lc-popup\""
-                                     " data-lc-popup=\"\" data-lc-delay=\"\""
-                                     " role=\"dialog\" aria-modal=\"true\""
-                                     " hidden>") - 1
+    p = ngx_pnalloc(cf->pool, sizeof(NGX_HTTP_LIFECYCLE_POPUP_OPEN)
                               + 2 * popup->name.len + NGX_INT_T_LEN);
     if (p == NULL) {
         return NGX_CONF_ERROR;
     }
 
     popup->open.data = p;
-    popup->open.len = ngx_sprintf(p, "<div id=\"lc-popup-%V\" class=\"lc-popup\""
-                                  " data-lc-popup=\"%V\" data-lc-delay=\"%M\""
-                                  " role=\"dialog\" aria-modal=\"true\""
-                                  " hidden>",
+    popup->open.len = ngx_sprintf(p, NGX_HTTP_LIFECYCLE_POPUP_OPEN,
                                   &popup->name, &popup->name, popup->delay)
                       - p;
 
@@ -270,14 +271,14 @@ ngx_http_lifecycle_template(ngx_conf_t *cf, ngx_str_t *file, lc_tpl_t **tpl)
 
 
 static ngx_int_t
-ngx_http_lifecycle_check_name(ngx_conf_t *cf, ngx_str_t *name, char *what)
+ngx_http_lifecycle_check_name(ngx_conf_t *cf, ngx_str_t *name, char *what,
+    ngx_uint_t any)
 {
     u_char      c;
     ngx_uint_t  i;
 
-    if (name->len == 1 && name->data[0] == '*' && what[0] == 's'
-        && what[1] == 'e')
-    {
+    /* "*": anyone, where a segment is asked for */
+    if (any && name->len == 1 && name->data[0] == '*') {
         return NGX_OK;
     }
 
