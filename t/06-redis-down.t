@@ -1,6 +1,8 @@
 #!/usr/bin/perl
-# Redis refusing or hung: pages are served normally and quickly, errors and
-# timeouts are counted, logging does not flood, no [alert]/[crit].
+# Redis refusing or hung: pages are served normally and quickly, with
+# their default content although blocks and a popup apply to everyone,
+# errors and timeouts are counted, logging does not flood, no
+# [alert]/[crit].
 
 use strict;
 use warnings;
@@ -11,8 +13,10 @@ use Time::HiRes qw(time sleep);
 use Lifecycle::Test qw(:all);
 
 my $t = Lifecycle::Test->new;
-my $page = "<html><body>" . ('page ' x 200) . "</body></html>\n";
+my $page = "<html><body><!--lc:slot hero-->default<!--/lc:slot-->"
+         . ('page ' x 200) . "</body></html>\n";
 $t->html('index.html', $page);
+$t->write_file('block.html', '<b>personal</b>');
 
 my $conf = <<'EOF';
     lifecycle_redis 127.0.0.1:%%BACKEND%%;
@@ -24,6 +28,8 @@ my $conf = <<'EOF';
         listen 127.0.0.1:%%PORT%%;
         root %%HTML%%;
         lifecycle on;
+        lifecycle_block hero * %%PREFIX%%/block.html;
+        lifecycle_popup p * %%PREFIX%%/block.html;
         add_header X-Visitor $lifecycle_visitor always;
         add_header X-Session $lifecycle_session always;
         location = /status { lifecycle off; lifecycle_status; }
