@@ -13,9 +13,9 @@
 #define NGX_HTTP_LIFECYCLE_NAME_MAX      64
 #define NGX_HTTP_LIFECYCLE_DAY_MSEC      ((ngx_msec_t) 86400 * 1000)
 
-/* lifecycle.js finds popups by class and data attributes */
+/* one popup per page: lifecycle.js finds it by its id */
 #define NGX_HTTP_LIFECYCLE_POPUP_OPEN                                         \
-    "<div id=\"lc-popup-%V\" class=\"lc-popup\" data-lc-popup=\"%V\""      \
+    "<div id=\"lc-popup\" class=\"lc-popup\" data-lc-popup=\"%V\""          \
     " data-lc-delay=\"%M\" role=\"dialog\" aria-modal=\"true\" hidden>"
 
 /* how long a dismissed popup stays away when it has no cap */
@@ -186,14 +186,14 @@ ngx_http_lifecycle_popup(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     /* the markup around the template, made once: names are [A-Za-z0-9_-] */
 
     p = ngx_pnalloc(cf->pool, sizeof(NGX_HTTP_LIFECYCLE_POPUP_OPEN)
-                              + 2 * popup->name.len + NGX_INT_T_LEN);
+                              + popup->name.len + NGX_INT_T_LEN);
     if (p == NULL) {
         return NGX_CONF_ERROR;
     }
 
     popup->open.data = p;
     popup->open.len = ngx_sprintf(p, NGX_HTTP_LIFECYCLE_POPUP_OPEN,
-                                  &popup->name, &popup->name, popup->delay)
+                                  &popup->name, popup->delay)
                       - p;
 
     return ngx_http_lifecycle_template(cf, &value[3], &popup->tpl);
@@ -247,12 +247,21 @@ ngx_http_lifecycle_template(ngx_conf_t *cf, ngx_str_t *file, lc_tpl_t **tpl)
 
     name = *file;
 
-    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
+    /* "data:..." is the template itself, as ssl_certificate takes it */
 
-    if (ngx_http_lifecycle_read_file(cf, &name, &text) != NGX_OK) {
-        return NGX_CONF_ERROR;
+    if (name.len >= 5 && ngx_strncmp(name.data, "data:", 5) == 0) {
+        text.data = name.data + 5;
+        text.len = name.len - 5;
+        ngx_str_set(&name, "data:");
+
+    } else {
+        if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_http_lifecycle_read_file(cf, &name, &text) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
     }
 
     a.alloc = ngx_http_lifecycle_pool_alloc;
@@ -657,7 +666,7 @@ ngx_http_lifecycle_render(ngx_http_request_t *r,
     if (is_popup) {
         llcf = ngx_http_get_module_loc_conf(r, ngx_http_lifecycle_module);
 
-        len += popup->open.len + sizeof("</div><script src=\"\" async>"
+        len += popup->open.len + sizeof("</div><script src=\"\" defer>"
                                         "</script>") - 1
                + llcf->script_url.len;
     }
@@ -676,7 +685,7 @@ ngx_http_lifecycle_render(ngx_http_request_t *r,
     (void) lc_tpl_render(tpl, root, ngx_http_lifecycle_tpl_write, &p);
 
     if (is_popup) {
-        p = ngx_sprintf(p, "</div><script src=\"%V\" async></script>",
+        p = ngx_sprintf(p, "</div><script src=\"%V\" defer></script>",
                         &llcf->script_url);
     }
 

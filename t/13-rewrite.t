@@ -91,9 +91,9 @@ my @c = (Cookie => $t->cookie_for(random_vid()));
 my $expect = '<html><body>A<!--lc:slot hero--><b>*</b><!--/lc:slot-->B'
            . '<!--lc:slot x-->X<!--/lc:slot--><!-- c --></b>'
            . '<!--lc:slot other--><b>*</b><!--/lc:slot-->'
-           . '<div id="lc-popup-p" class="lc-popup" data-lc-popup="p" '
+           . '<div id="lc-popup" class="lc-popup" data-lc-popup="p" '
            . 'data-lc-delay="0" role="dialog" aria-modal="true" hidden>'
-           . '<b>*</b></div><script src="/lifecycle.js" async></script>'
+           . '<b>*</b></div><script src="/lifecycle.js" defer></script>'
            . '</body></html>';
 
 my @bad;

@@ -80,6 +80,11 @@ $t->config(<<'EOF');
             try_files /product.html =404;
         }
 
+        location = /inline.html {
+            lifecycle_block hero * 'data:<em class="x">{{visitor.views}}</em>';
+            try_files /nobody.html =404;
+        }
+
         location /missing/ {
             log_not_found off;
         }
@@ -139,6 +144,10 @@ $r = $t->http_get('/elsewhere.html', visitor());
 is($r->body, $page, 'a block for a slot the page lacks: the page as written');
 is($r->header('Cache-Control'), 'private',
    '... but it was chosen before the body: made private all the same');
+
+$r = $t->http_get('/inline.html', visitor());
+like($r->body, qr{<!--lc:slot hero--><em class="x">1</em><!--/lc:slot-->},
+     'a "data:" template is the template itself');
 
 # --- what is never touched -------------------------------------------------
 

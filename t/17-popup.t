@@ -48,16 +48,16 @@ $t->config(<<'EOF');
 EOF
 $t->start;
 
-my $script = '<script src="/lifecycle.js" async></script>';
+my $script = '<script src="/lifecycle.js" defer></script>';
 
 sub join_markup {
     my ($views, $seg) = @_;
-    return '<div id="lc-popup-join" class="lc-popup" data-lc-popup="join" '
+    return '<div id="lc-popup" class="lc-popup" data-lc-popup="join" '
          . 'data-lc-delay="3000" role="dialog" aria-modal="true" hidden>'
          . "<form>join $views $seg</form></div>$script";
 }
 
-my $other = '<div id="lc-popup-other" class="lc-popup" data-lc-popup="other" '
+my $other = '<div id="lc-popup" class="lc-popup" data-lc-popup="other" '
           . 'data-lc-delay="0" role="dialog" aria-modal="true" hidden>'
           . "<form>other</form></div>$script";
 
@@ -77,14 +77,14 @@ is(() = $r->body =~ /<script /g, 1, 'one script tag');
 my @plain = (Cookie => $t->cookie_for(random_vid()));
 $t->http_get('/', @plain);
 $r = $t->http_get('/', @plain);
-like($r->body, qr/lc-popup-other/, 'not in the segment: the catch-all popup');
-unlike($r->body, qr/lc-popup-join/, 'not in the segment: not the members popup');
+like($r->body, qr/data-lc-popup="other"/, 'not in the segment: the catch-all popup');
+unlike($r->body, qr/data-lc-popup="join"/, 'not in the segment: not the members popup');
 
 $r = $t->http_get('/frag.html', @member);
 is($r->body, "<div>fragment</div>\n", 'no </body>: no popup');
 
 $r = $t->http_get('/x/', @member);
-like($r->body, qr{<script src="/static/lc.js" async></script></body>},
+like($r->body, qr{<script src="/static/lc.js" defer></script></body>},
      'lifecycle_script_url sets the src');
 
 # --- what Redis holds decides ---------------------------------------------

@@ -91,7 +91,7 @@ is($p{group}, 'control', 'control: the group is on the profile');
 my @sc = (Cookie => $t->cookie_for($s));
 $r = $t->http_get('/', @sc);
 like($r->body, qr{<b>block</b>}, 'test: the block');
-like($r->body, qr{lc-popup-pop}, 'test: the popup');
+like($r->body, qr{data-lc-popup="pop"}, 'test: the popup');
 %p = %{ $t->redis->hgetall(key_profile($s)) };
 is($p{group}, 'test', 'test: the group is on the profile');
 
