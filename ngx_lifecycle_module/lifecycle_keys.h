@@ -24,7 +24,6 @@
 #define LC_KEY_IDLE           "idle"
 
 /* suffixes of "lc:{hh}:v:VID" */
-#define LC_KEY_RECENT         ":r"
 #define LC_KEY_SEARCHES       ":q"
 #define LC_KEY_CART           ":cart"
 #define LC_KEY_ORDERS         ":o"

@@ -183,6 +183,22 @@ ngx_http_lifecycle_popup(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    /* what the browser reported about it comes back with the profile */
+
+    for (i = 0; i < 4; i++) {
+        s.len = sizeof("pop::n") - 1 + popup->name.len;
+        s.data = ngx_pnalloc(cf->pool, s.len);
+        if (s.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_sprintf(s.data, "pop:%V:%c", &popup->name, "ntdc"[i]);
+
+        if (ngx_http_lifecycle_want(cf, &s) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
     /* the markup around the template, made once: names are [A-Za-z0-9_-] */
 
     p = ngx_pnalloc(cf->pool, sizeof(NGX_HTTP_LIFECYCLE_POPUP_OPEN)
@@ -876,10 +892,9 @@ ngx_http_lifecycle_data(ngx_http_request_t *r, ngx_http_lifecycle_ctx_t *ctx,
 {
     ngx_int_t                      stage;
     ngx_str_t                      s, *recent;
-    ngx_uint_t                     i, best;
+    ngx_uint_t                     i;
     lc_value_t                    *root, *visitor, *list;
     const lc_value_t              *v;
-    ngx_http_lifecycle_count_t    *c;
     ngx_http_lifecycle_profile_t  *p;
 
     p = ctx->profile;
@@ -977,20 +992,11 @@ ngx_http_lifecycle_data(ngx_http_request_t *r, ngx_http_lifecycle_ctx_t *ctx,
         return NULL;
     }
 
-    /* the most viewed category; the first seen on a tie */
+    /* the most viewed category, kept up to date by the script */
 
-    c = p->categories.elts;
-    best = p->categories.nelts;
-
-    for (i = 0; i < p->categories.nelts; i++) {
-        if (best == p->categories.nelts || c[i].count > c[best].count) {
-            best = i;
-        }
-    }
-
-    if (best < p->categories.nelts
-        && ngx_http_lifecycle_add_str(a, root, "top_category", &c[best].key,
-                                      0)
+    if (p->top_category.len
+        && ngx_http_lifecycle_add_str(a, root, "top_category",
+                                      &p->top_category, 0)
            != NGX_OK)
     {
         return NULL;

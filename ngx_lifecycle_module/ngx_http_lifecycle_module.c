@@ -871,6 +871,48 @@ failed:
 }
 
 
+/*
+ * The profile fields the script sends back: what segments, stages,
+ * popups and templates read, collected while the configuration is
+ * parsed, so that a reply carries no more than that.
+ */
+
+static char  *ngx_http_lifecycle_always_wanted[] = {
+    "views", "t:product", "t:category", "cart", "purchases", "first",
+    "country", "optin", "topc", NULL
+};
+
+
+ngx_int_t
+ngx_http_lifecycle_want(ngx_conf_t *cf, ngx_str_t *field)
+{
+    ngx_str_t                       *f;
+    ngx_uint_t                       i;
+    ngx_http_lifecycle_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_lifecycle_module);
+
+    f = lmcf->wanted->elts;
+
+    for (i = 0; i < lmcf->wanted->nelts; i++) {
+        if (f[i].len == field->len
+            && ngx_strncmp(f[i].data, field->data, field->len) == 0)
+        {
+            return NGX_OK;
+        }
+    }
+
+    f = ngx_array_push(lmcf->wanted);
+    if (f == NULL) {
+        return NGX_ERROR;
+    }
+
+    *f = *field;
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_lifecycle_add_variables(ngx_conf_t *cf)
 {
@@ -930,7 +972,9 @@ ngx_http_lifecycle_init(ngx_conf_t *cf)
 static void *
 ngx_http_lifecycle_create_main_conf(ngx_conf_t *cf)
 {
-    ngx_http_lifecycle_main_conf_t  *lmcf;
+    char                            **name;
+    ngx_str_t                        *f;
+    ngx_http_lifecycle_main_conf_t   *lmcf;
 
     lmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_lifecycle_main_conf_t));
     if (lmcf == NULL) {
@@ -948,6 +992,21 @@ ngx_http_lifecycle_create_main_conf(ngx_conf_t *cf)
 
     lmcf->retention = NGX_CONF_UNSET;
     lmcf->bots = NGX_CONF_UNSET_PTR;
+
+    lmcf->wanted = ngx_array_create(cf->pool, 16, sizeof(ngx_str_t));
+    if (lmcf->wanted == NULL) {
+        return NULL;
+    }
+
+    for (name = ngx_http_lifecycle_always_wanted; *name; name++) {
+        f = ngx_array_push(lmcf->wanted);
+        if (f == NULL) {
+            return NULL;
+        }
+
+        f->data = (u_char *) *name;
+        f->len = ngx_strlen(*name);
+    }
 
     return lmcf;
 }

@@ -126,6 +126,7 @@ typedef struct {
     ngx_flag_t                  used;          /* "lifecycle on" somewhere */
     struct MMDB_s              *geoip2;        /* NULL: no database */
     lc_catalog_t               *catalog;
+    ngx_array_t                *wanted;        /* profile fields, ngx_str_t */
 } ngx_http_lifecycle_main_conf_t;
 
 
@@ -231,6 +232,7 @@ typedef struct {
     uint64_t                    previous;      /* last activity before, ms */
     ngx_str_t                   country;
     ngx_str_t                   optin;
+    ngx_str_t                   top_category;
     ngx_array_t                 products;      /* of ..._count_t */
     ngx_array_t                 categories;    /* of ..._count_t */
     ngx_array_t                 recent;        /* of ngx_str_t, newest first */
@@ -260,6 +262,7 @@ typedef struct {
     ngx_str_t                   view_category;
     ngx_http_lifecycle_pending_t  *pending;
     const char                **argv;          /* kept for a NOSCRIPT retry */
+    int                         argc;
     size_t                     *argvlen;
     ngx_event_t                 wake;          /* budget timer, resumption */
     ngx_uint_t                  session;       /* 0: not known */
@@ -293,6 +296,7 @@ extern ngx_str_t     ngx_http_lifecycle_groups[];
 ngx_http_lifecycle_ctx_t *ngx_http_lifecycle_get_ctx(ngx_http_request_t *r);
 ngx_int_t ngx_http_lifecycle_read_file(ngx_conf_t *cf, ngx_str_t *name,
     ngx_str_t *out);
+ngx_int_t ngx_http_lifecycle_want(ngx_conf_t *cf, ngx_str_t *field);
 
 /* visitor */
 ngx_http_lifecycle_skip_e ngx_http_lifecycle_visitor_skip(

@@ -50,10 +50,16 @@ enum {
  * ARGV (prefix "lc:{hh}:" and VID) and share its slot.
  * ARGV: now(ms) session_timeout(ms) ttl(s) first(0|1) type id category
  *       uri prefix vid trim_before(ms|0) content(0|1) group country city
+ *       and then the profile fields the module wants back.
  * Answer: { visits, session, new_session, previous_activity(ms|0),
- *           HGETALL of the profile }, and when content is 1 (blocks or
- *           popups may need them) also { recent ids newest first,
- *           HGETALL of the cart }
+ *           { field, value, ... } of the wanted fields that are set },
+ *           and when content is 1 (blocks or popups may need it) also
+ *           the HGETALL of the cart.
+ *
+ * Every field of the profile is read once (HMGET) and written once
+ * (HSET); the session hash likewise. Counters are counted here, so
+ * the answer is known without reading again. TTLs are set when a key
+ * is made, at the start of a session and at most once a day after.
  */
 static ngx_str_t  ngx_http_lifecycle_script = ngx_string(
 "local v = KEYS[1]\n"
@@ -63,41 +69,49 @@ static ngx_str_t  ngx_http_lifecycle_script = ngx_string(
 "local typ, id, cat = ARGV[5], ARGV[6], ARGV[7]\n"
 "local prefix, vid = ARGV[9], ARGV[10]\n"
 "local grp, country, city = ARGV[13], ARGV[14], ARGV[15]\n"
-"local st = redis.call('HMGET', v, 'sess', 'sess_last', 'visits', 'kept')\n"
-"local sess = tonumber(st[1]) or 0\n"
-"local visits = tonumber(st[3]) or 0\n"
+"if typ == 'category' and id ~= '' then cat = id end\n"
+"local tf = 't:' .. typ\n"
+"local pf = (typ == 'product' and id ~= '') and 'p:' .. id or 'views'\n"
+"local cf = (typ ~= '' and cat ~= '') and 'c:' .. cat or 'views'\n"
+"local names = {'sess', 'sess_last', 'visits', 'exp', 'views', tf, pf,\n"
+"               cf, 'r', 'topn', 'cart', 'purchases'}\n"
+"local base = #names\n"
+"for i = 16, #ARGV do names[#names + 1] = ARGV[i] end\n"
+"local got = redis.call('HMGET', v, unpack(names))\n"
+"local sess = tonumber(got[1]) or 0\n"
+"local visits = tonumber(got[3]) or 0\n"
 "local ns = 0\n"
-"if sess == 0 or now - (tonumber(st[2]) or 0) > tonumber(ARGV[2]) then\n"
+"if sess == 0 or now - (tonumber(got[2]) or 0) > tonumber(ARGV[2]) then\n"
 "  visits = visits + 1\n"
 "  sess = visits\n"
 "  ns = 1\n"
 "end\n"
-"local s = prefix .. 's:' .. vid .. ':' .. sess\n"
+"local upd = {sess_last = now, last = now}\n"
 "if ns == 1 then\n"
-"  redis.call('HSET', v, 'visits', visits, 'sess', sess,\n"
-"             'sess_last', now, 'last', now)\n"
-"  redis.call('HSETNX', v, 'first', now)\n"
-"  redis.call('HSET', s, 'start', now, 'last', now)\n"
-"else\n"
-"  redis.call('HSET', v, 'sess_last', now, 'last', now)\n"
-"  redis.call('HSET', s, 'last', now)\n"
+"  upd.visits = visits\n"
+"  upd.sess = sess\n"
+"  if visits == 1 then upd.first = now end\n"
 "end\n"
+"local s = prefix .. 's:' .. vid .. ':' .. sess\n"
+"local supd = {last = now}\n"
+"if ns == 1 then supd.start = now end\n"
 "if typ ~= '' then\n"
-"  redis.call('HINCRBY', v, 'views', 1)\n"
-"  redis.call('HINCRBY', v, 't:' .. typ, 1)\n"
-"  redis.call('HINCRBY', s, 'views', 1)\n"
-"  redis.call('HINCRBY', s, 't:' .. typ, 1)\n"
+"  local sgot = redis.call('HMGET', s, 'views', pf, cf, 'cart_adds')\n"
+"  upd.views = (tonumber(got[5]) or 0) + 1\n"
+"  upd[tf] = (tonumber(got[6]) or 0) + 1\n"
+"  supd.views = (tonumber(sgot[1]) or 0) + 1\n"
 "  local cart = v .. '" LC_KEY_CART "'\n"
-"  if typ == 'product' and id ~= '' then\n"
-"    redis.call('HINCRBY', v, 'p:' .. id, 1)\n"
-"    redis.call('HINCRBY', s, 'p:' .. id, 1)\n"
-"    local r = v .. '" LC_KEY_RECENT "'\n"
-"    redis.call('ZADD', r, now, id)\n"
-"    redis.call('ZREMRANGEBYRANK', r, 0, -"
-         NGX_HTTP_LIFECYCLE_STR(LC_RECENT_MAX) " - 1)\n"
-"    redis.call('EXPIRE', r, ttl)\n"
-"  elseif typ == 'category' and id ~= '' then\n"
-"    cat = id\n"
+"  if pf ~= 'views' then\n"
+"    upd[pf] = (tonumber(got[7]) or 0) + 1\n"
+"    supd[pf] = (tonumber(sgot[2]) or 0) + 1\n"
+"    local r, n = {id}, 1\n"
+"    for x in string.gmatch(got[9] or '', '[^\\n]+') do\n"
+"      if x ~= id and n < " NGX_HTTP_LIFECYCLE_STR(LC_RECENT_MAX) " then\n"
+"        n = n + 1\n"
+"        r[n] = x\n"
+"      end\n"
+"    end\n"
+"    upd.r = table.concat(r, '\\n')\n"
 "  elseif typ == 'search' and id ~= '' then\n"
 "    local q = v .. '" LC_KEY_SEARCHES "'\n"
 "    redis.call('LPUSH', q, id)\n"
@@ -106,20 +120,21 @@ static ngx_str_t  ngx_http_lifecycle_script = ngx_string(
 "    redis.call('EXPIRE', q, ttl)\n"
 "  elseif typ == 'cart_add' and id ~= '' then\n"
 "    redis.call('HINCRBY', cart, id, 1)\n"
-"    redis.call('HINCRBY', v, 'cart', 1)\n"
-"    redis.call('HINCRBY', s, 'cart_adds', 1)\n"
+"    upd.cart = (tonumber(got[11]) or 0) + 1\n"
+"    supd.cart_adds = (tonumber(sgot[4]) or 0) + 1\n"
 "    redis.call('EXPIRE', cart, ttl)\n"
 "  elseif typ == 'cart_remove' and id ~= '' then\n"
 "    local n = tonumber(redis.call('HGET', cart, id))\n"
 "    if n then\n"
 "      redis.call('HDEL', cart, id)\n"
-"      redis.call('HINCRBY', v, 'cart', -n)\n"
+"      upd.cart = math.max((tonumber(got[11]) or 0) - n, 0)\n"
 "    end\n"
 "  elseif typ == 'purchase' then\n"
-"    redis.call('HINCRBY', v, 'purchases', 1)\n"
-"    redis.call('HSET', v, 'cart', 0, 'last_purchase', now,\n"
-"               'last_order', id)\n"
-"    redis.call('HSET', s, 'purchase', id ~= '' and id or '1')\n"
+"    upd.purchases = (tonumber(got[12]) or 0) + 1\n"
+"    upd.cart = 0\n"
+"    upd.last_purchase = now\n"
+"    upd.last_order = id\n"
+"    supd.purchase = id ~= '' and id or '1'\n"
 "    redis.call('DEL', cart)\n"
 "    if id ~= '' then\n"
 "      local o = v .. '" LC_KEY_ORDERS "'\n"
@@ -129,9 +144,14 @@ static ngx_str_t  ngx_http_lifecycle_script = ngx_string(
 "      redis.call('EXPIRE', o, ttl)\n"
 "    end\n"
 "  end\n"
-"  if cat ~= '' then\n"
-"    redis.call('HINCRBY', v, 'c:' .. cat, 1)\n"
-"    redis.call('HINCRBY', s, 'c:' .. cat, 1)\n"
+"  if cf ~= 'views' then\n"
+"    local n = (tonumber(got[8]) or 0) + 1\n"
+"    upd[cf] = n\n"
+"    supd[cf] = (tonumber(sgot[3]) or 0) + 1\n"
+"    if n > (tonumber(got[10]) or 0) then\n"
+"      upd.topc = cat\n"
+"      upd.topn = n\n"
+"    end\n"
 "  end\n"
 "  local ev = {'XADD', prefix .. '" LC_KEY_EVENTS "', 'MAXLEN', '~', "
                 NGX_HTTP_LIFECYCLE_STR(LC_STREAM_MAXLEN) ", '*',\n"
@@ -140,34 +160,48 @@ static ngx_str_t  ngx_http_lifecycle_script = ngx_string(
 "  if id ~= '' then ev[#ev + 1] = 'id'; ev[#ev + 1] = id end\n"
 "  if ARGV[7] ~= '' then ev[#ev + 1] = 'cat'; ev[#ev + 1] = ARGV[7] end\n"
 "  if first then ev[#ev + 1] = 'new'; ev[#ev + 1] = '1' end\n"
-"  if grp ~= '' then ev[#ev + 1] = 'grp'; ev[#ev + 1] = grp end\n"
 "  if ns == 1 then ev[#ev + 1] = 'ns'; ev[#ev + 1] = '1' end\n"
+"  if grp ~= '' then ev[#ev + 1] = 'grp'; ev[#ev + 1] = grp end\n"
 "  redis.call(unpack(ev))\n"
 "end\n"
-"if grp ~= '' then redis.call('HSET', v, 'group', grp) end\n"
-"if country ~= '' then redis.call('HSET', v, 'country', country) end\n"
-"if city ~= '' then redis.call('HSET', v, 'city', city) end\n"
-"redis.call('EXPIRE', v, ttl)\n"
-"redis.call('EXPIRE', s, ttl)\n"
+"if grp ~= '' then upd.group = grp end\n"
+"if country ~= '' then upd.country = country end\n"
+"if city ~= '' then upd.city = city end\n"
+"local refresh = not first and (ns == 1 or\n"
+"                now - (tonumber(got[4]) or 0) > 86400000)\n"
+"if refresh then upd.exp = now end\n"
+"local cmd = {'HSET', v}\n"
+"for f, x in pairs(upd) do cmd[#cmd + 1] = f; cmd[#cmd + 1] = x end\n"
+"redis.call(unpack(cmd))\n"
+"cmd = {'HSET', s}\n"
+"for f, x in pairs(supd) do cmd[#cmd + 1] = f; cmd[#cmd + 1] = x end\n"
+"redis.call(unpack(cmd))\n"
+"if first or refresh then\n"
+"  redis.call('EXPIRE', v, ttl)\n"
+"  redis.call('EXPIRE', s, ttl)\n"
+"end\n"
+"if refresh then\n"
+"  redis.call('EXPIRE', v .. '" LC_KEY_SEARCHES "', ttl)\n"
+"  redis.call('EXPIRE', v .. '" LC_KEY_CART "', ttl)\n"
+"  redis.call('EXPIRE', v .. '" LC_KEY_ORDERS "', ttl)\n"
+"end\n"
 "if not first then\n"
-"  if ns == 1 or not st[4] then\n"
-"    redis.call('EXPIRE', v .. '" LC_KEY_RECENT "', ttl)\n"
-"    redis.call('EXPIRE', v .. '" LC_KEY_SEARCHES "', ttl)\n"
-"    redis.call('EXPIRE', v .. '" LC_KEY_CART "', ttl)\n"
-"    redis.call('EXPIRE', v .. '" LC_KEY_ORDERS "', ttl)\n"
-"    if not st[4] then redis.call('HSET', v, 'kept', 1) end\n"
-"  end\n"
 "  local idle = prefix .. '" LC_KEY_IDLE "'\n"
 "  redis.call('ZADD', idle, now, vid .. ':' .. sess)\n"
 "  if ARGV[11] ~= '0' then\n"
 "    redis.call('ZREMRANGEBYSCORE', idle, '-inf', ARGV[11])\n"
 "  end\n"
 "end\n"
-"local answer = {visits, sess, ns, tonumber(st[2]) or 0,\n"
-"                redis.call('HGETALL', v)}\n"
+"local pairs_ = {}\n"
+"for i = base + 1, #names do\n"
+"  local f = names[i]\n"
+"  local x = upd[f]\n"
+"  if x == nil then x = got[i] end\n"
+"  if x then pairs_[#pairs_ + 1] = f; pairs_[#pairs_ + 1] = tostring(x) end\n"
+"end\n"
+"local answer = {visits, sess, ns, tonumber(got[2]) or 0, pairs_}\n"
 "if ARGV[12] == '1' then\n"
-"  answer[6] = redis.call('ZREVRANGE', v .. '" LC_KEY_RECENT "', 0, -1)\n"
-"  answer[7] = redis.call('HGETALL', v .. '" LC_KEY_CART "')\n"
+"  answer[6] = redis.call('HGETALL', v .. '" LC_KEY_CART "')\n"
 "end\n"
 "return answer\n");
 
@@ -179,6 +213,8 @@ static ngx_int_t ngx_http_lifecycle_profile_send(ngx_http_request_t *r,
     ngx_http_lifecycle_ctx_t *ctx);
 static ngx_int_t ngx_http_lifecycle_profile_popup(ngx_http_request_t *r,
     ngx_array_t *popups, redisReply *field, redisReply *value);
+static ngx_int_t ngx_http_lifecycle_profile_recent(ngx_http_request_t *r,
+    ngx_http_lifecycle_profile_t *p, redisReply *value);
 
 
 static u_char      ngx_http_lifecycle_script_sha[40];
@@ -213,7 +249,8 @@ ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
 {
     u_char                          *p, *numbers;
     time_t                           ttl;
-    ngx_uint_t                       i;
+    ngx_str_t                       *wanted;
+    ngx_uint_t                       i, j, content;
     ngx_msec_t                       now;
     ngx_time_t                      *tp;
     ngx_str_t                       *type, args[NGX_HTTP_LIFECYCLE_NARGS];
@@ -313,18 +350,34 @@ ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
     args[NGX_HTTP_LIFECYCLE_ARG_VID].data = ctx->vid;
     args[NGX_HTTP_LIFECYCLE_ARG_VID].len = LC_VID_LEN;
 
-    ctx->argv = ngx_palloc(r->pool, NGX_HTTP_LIFECYCLE_NARGS
+    /* then the profile fields wanted back, and the recent products */
+
+    wanted = lmcf->wanted->elts;
+    content = (args[NGX_HTTP_LIFECYCLE_ARG_CONTENT].len != 0);
+    ctx->argc = NGX_HTTP_LIFECYCLE_NARGS + lmcf->wanted->nelts + content;
+
+    ctx->argv = ngx_palloc(r->pool, ctx->argc
                                     * (sizeof(char *) + sizeof(size_t)));
     if (ctx->argv == NULL) {
         return NGX_ERROR;
     }
 
-    ctx->argvlen = (size_t *) (ctx->argv + NGX_HTTP_LIFECYCLE_NARGS);
+    ctx->argvlen = (size_t *) (ctx->argv + ctx->argc);
 
     for (i = 0; i < NGX_HTTP_LIFECYCLE_NARGS; i++) {
         /* hiredis reads argvlen bytes: an empty string needs no buffer */
         ctx->argv[i] = args[i].data ? (const char *) args[i].data : "";
         ctx->argvlen[i] = args[i].len;
+    }
+
+    for (j = 0; j < lmcf->wanted->nelts; j++, i++) {
+        ctx->argv[i] = (const char *) wanted[j].data;
+        ctx->argvlen[i] = wanted[j].len;
+    }
+
+    if (content) {
+        ctx->argv[i] = "r";
+        ctx->argvlen[i] = 1;
     }
 
     if (ctx->view) {
@@ -347,7 +400,7 @@ ngx_http_lifecycle_profile_send(ngx_http_request_t *r,
 {
     ctx->pending = ngx_http_lifecycle_redis_command(r->connection->log,
                                           ngx_http_lifecycle_profile_reply,
-                                          ctx, NGX_HTTP_LIFECYCLE_NARGS,
+                                          ctx, ctx->argc,
                                           ctx->argv, ctx->argvlen);
 
     /* Redis is not there: the page goes out with its default content */
@@ -514,8 +567,8 @@ ngx_http_lifecycle_profile_parse(ngx_http_request_t *r, void *reply)
     size_t                         i;
     ngx_int_t                      rc;
     ngx_uint_t                     t;
-    ngx_str_t                      type, *id;
-    redisReply                    *hash, *list, *f, *v;
+    ngx_str_t                      type;
+    redisReply                    *hash, *f, *v;
     ngx_http_lifecycle_count_t    *item;
     ngx_http_lifecycle_profile_t  *p;
 
@@ -542,6 +595,7 @@ ngx_http_lifecycle_profile_parse(ngx_http_request_t *r, void *reply)
         return NULL;
     }
 
+    p->visits = (ngx_uint_t) rr->element[0]->integer;
     p->previous = (uint64_t) rr->element[3]->integer;
     hash = rr->element[4];
 
@@ -591,9 +645,6 @@ ngx_http_lifecycle_profile_parse(ngx_http_request_t *r, void *reply)
                 break;
             }
 
-        } else if (ngx_http_lifecycle_field_is(f, "visits")) {
-            p->visits = ngx_http_lifecycle_profile_number(v);
-
         } else if (ngx_http_lifecycle_field_is(f, "views")) {
             p->views = ngx_http_lifecycle_profile_number(v);
 
@@ -611,6 +662,12 @@ ngx_http_lifecycle_profile_parse(ngx_http_request_t *r, void *reply)
 
         } else if (ngx_http_lifecycle_field_is(f, "optin")) {
             rc = ngx_http_lifecycle_profile_string(r, &p->optin, v);
+
+        } else if (ngx_http_lifecycle_field_is(f, "topc")) {
+            rc = ngx_http_lifecycle_profile_string(r, &p->top_category, v);
+
+        } else if (ngx_http_lifecycle_field_is(f, "r")) {
+            rc = ngx_http_lifecycle_profile_recent(r, p, v);
         }
 
         if (rc != NGX_OK) {
@@ -618,30 +675,11 @@ ngx_http_lifecycle_profile_parse(ngx_http_request_t *r, void *reply)
         }
     }
 
-    if (rr->elements < 7
-        || rr->element[5]->type != REDIS_REPLY_ARRAY
-        || rr->element[6]->type != REDIS_REPLY_ARRAY)
-    {
+    if (rr->elements < 6 || rr->element[5]->type != REDIS_REPLY_ARRAY) {
         return p;
     }
 
-    list = rr->element[5];
-
-    for (i = 0; i < list->elements; i++) {
-        if (list->element[i]->type != REDIS_REPLY_STRING) {
-            continue;
-        }
-
-        id = ngx_array_push(&p->recent);
-        if (id == NULL
-            || ngx_http_lifecycle_profile_string(r, id, list->element[i])
-               != NGX_OK)
-        {
-            return NULL;
-        }
-    }
-
-    hash = rr->element[6];
+    hash = rr->element[5];
 
     for (i = 0; i + 1 < hash->elements; i += 2) {
         f = hash->element[i];
@@ -662,6 +700,45 @@ ngx_http_lifecycle_profile_parse(ngx_http_request_t *r, void *reply)
     }
 
     return p;
+}
+
+
+/* "r": the recent product ids, newest first, one per line */
+
+static ngx_int_t
+ngx_http_lifecycle_profile_recent(ngx_http_request_t *r,
+    ngx_http_lifecycle_profile_t *p, redisReply *value)
+{
+    u_char     *s, *last, *nl;
+    ngx_str_t  *id, copy;
+
+    if (ngx_http_lifecycle_profile_string(r, &copy, value) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    s = copy.data;
+    last = copy.data + copy.len;
+
+    while (s < last) {
+        nl = ngx_strlchr(s, last, '\n');
+        if (nl == NULL) {
+            nl = last;
+        }
+
+        if (nl > s) {
+            id = ngx_array_push(&p->recent);
+            if (id == NULL) {
+                return NGX_ERROR;
+            }
+
+            id->data = s;
+            id->len = nl - s;
+        }
+
+        s = nl + 1;
+    }
+
+    return NGX_OK;
 }
 
 

@@ -279,6 +279,25 @@ ngx_http_lifecycle_cond_parse(ngx_conf_t *cf, ngx_str_t *text,
 
         cond->field = f->field;
         numeric = f->numeric;
+
+        /* "category:shoes" is the profile field "c:shoes": ask for it */
+
+        if (cond->key.len) {
+            name.len = 2 + cond->key.len;
+            name.data = ngx_pnalloc(cf->pool, name.len);
+            if (name.data == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            name.data[0] = (f->field == NGX_HTTP_LIFECYCLE_F_CATEGORY)
+                           ? 'c' : 'p';
+            name.data[1] = ':';
+            ngx_memcpy(name.data + 2, cond->key.data, cond->key.len);
+
+            if (ngx_http_lifecycle_want(cf, &name) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+        }
     }
 
     if (numeric) {

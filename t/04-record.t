@@ -125,8 +125,7 @@ ok($ttl > 0 && $ttl <= 3600, "first request: profile TTL <= 3600 (got $ttl)");
 my $sk1 = key_session($vid, 1);
 my $sttl = $redis->ttl($sk1);
 ok($sttl > 0 && $sttl <= 3600, "first request: session TTL <= 3600 (got $sttl)");
-my $rttl = $redis->ttl(key_recent($vid));
-ok($rttl > 0 && $rttl <= 3600, "first request: recent TTL <= 3600 (got $rttl)");
+is($redis->hgetall($pk)->{r}, 'p1', 'first request: recent products in the profile (field r)');
 is($redis->cmd('ZSCORE', key_idle($vid), "$vid:1"), undef, 'first request: no idle entry');
 
 my $ev = events_of($vid);
@@ -206,15 +205,16 @@ $sum += $p->{$_} for grep { /^t:/ } keys %$p;
 is($p->{views}, $sum, "views ($p->{views}) = sum of t:* fields");
 is($p->{views}, 12, 'twelve views recorded');
 
-is_deeply($redis->cmd('ZREVRANGE', key_recent($vid), 0, -1), ['p1', 'p2'],
-          'recent products, newest first');
+is_deeply([split /\n/, $p->{r}], ['p1', 'p2'],
+          'recent products (field r, one per line), newest first, once each');
+is($p->{topc}, 'shoes', 'top category');
+is($p->{topn}, 2, 'top category count');
 is_deeply($redis->cmd('LRANGE', key_searches($vid), 0, -1), ['sandals', 'boots'],
           'searches, newest first');
 is_deeply($redis->cmd('LRANGE', key_orders($vid), 0, -1), ['O123'], 'orders list');
 
 my $s = $redis->hgetall($sk1);
 is($s->{views}, 12, 'session views 12');
-is($s->{'t:product'}, 3, 'session t:product');
 is($s->{'p:p1'}, 2, 'session p:p1');
 is($s->{'c:shoes'}, 2, 'session c:shoes');
 is($s->{cart_adds}, 2, 'session cart_adds');

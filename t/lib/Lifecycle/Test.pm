@@ -49,7 +49,7 @@ package Lifecycle::Test;
 #   refusing_port; hung_listener; spawn(sub {...}); reap($pid)
 # Functions (:all): wait_until {...} timeout => S, interval => S;
 #   sign_vid($vid, $key); cookie_valid($value, $key); split_cookie;
-#   vid_shard; random_vid; b64url; key_profile/recent/searches/cart/orders
+#   vid_shard; random_vid; b64url; key_profile/searches/cart/orders
 #   ($vid), key_session($vid, $n), key_events/key_idle($vid or "hh");
 #   parse_metrics; http_request_to($port, $raw); list_to_hash
 # Lifecycle::Test::Redis: start, stop, kill9, restart, port, addr,
@@ -85,7 +85,7 @@ use Time::HiRes qw(time sleep);
 
 our @EXPORT_OK = qw(
     wait_until sign_vid vid_shard random_vid b64url split_cookie
-    cookie_valid key_profile key_recent key_searches key_cart key_orders
+    cookie_valid key_profile key_searches key_cart key_orders
     key_session key_events key_idle http_request_to parse_metrics
     list_to_hash
 );
@@ -157,7 +157,6 @@ sub random_vid {
 
 sub _pfx        { 'lc:{' . vid_shard($_[0]) . '}:' }
 sub key_profile  { _pfx($_[0]) . "v:$_[0]" }
-sub key_recent   { key_profile($_[0]) . ':r' }
 sub key_searches { key_profile($_[0]) . ':q' }
 sub key_cart     { key_profile($_[0]) . ':cart' }
 sub key_orders   { key_profile($_[0]) . ':o' }
