@@ -724,6 +724,12 @@ ngx_http_lifecycle_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     lmcf->secret = key;
 
+    if (ngx_http_lifecycle_visitor_init_secret(cf, lmcf) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cannot prepare the key of \"%V\"", &name);
+        return NGX_CONF_ERROR;
+    }
+
     return NGX_CONF_OK;
 }
 

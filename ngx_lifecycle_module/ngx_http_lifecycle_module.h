@@ -121,6 +121,7 @@ struct MMDB_s;
 typedef struct {
     ngx_http_lifecycle_redis_addr_t  redis;
     ngx_str_t                   secret;
+    void                       *hmac[2];       /* keyed SHA-256 states */
     time_t                      retention;
     ngx_array_t                *bots;          /* of ngx_regex_elt_t */
     ngx_flag_t                  used;          /* "lifecycle on" somewhere */
@@ -305,6 +306,8 @@ ngx_int_t ngx_http_lifecycle_visitor_identify(ngx_http_request_t *r,
     ngx_http_lifecycle_ctx_t *ctx);
 ngx_int_t ngx_http_lifecycle_visitor_set_cookie(ngx_http_request_t *r,
     ngx_http_lifecycle_ctx_t *ctx);
+ngx_int_t ngx_http_lifecycle_visitor_init_secret(ngx_conf_t *cf,
+    ngx_http_lifecycle_main_conf_t *lmcf);
 char *ngx_http_lifecycle_visitor_init_bots(ngx_conf_t *cf,
     ngx_http_lifecycle_main_conf_t *lmcf);
 char *ngx_http_lifecycle_bots(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -9,7 +9,6 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
 
 
@@ -20,10 +19,11 @@
     (LC_VID_LEN + 1 + NGX_HTTP_LIFECYCLE_SIG_LEN)
 
 
-static ngx_int_t ngx_http_lifecycle_sign(ngx_str_t *secret, u_char *vid,
-    u_char *sig);
+static ngx_int_t ngx_http_lifecycle_sign(
+    ngx_http_lifecycle_main_conf_t *lmcf, u_char *vid, u_char *sig);
 static ngx_int_t ngx_http_lifecycle_cookie_valid(ngx_http_request_t *r,
-    ngx_str_t *secret, ngx_str_t *value);
+    ngx_http_lifecycle_main_conf_t *lmcf, ngx_str_t *value);
+static void ngx_http_lifecycle_hmac_cleanup(void *data);
 
 
 ngx_str_t  ngx_http_lifecycle_skip_reasons[] = {
@@ -271,7 +271,7 @@ ngx_http_lifecycle_visitor_identify(ngx_http_request_t *r,
                                           &lscf->cookie_name, &value)
         != NGX_DECLINED)
     {
-        if (ngx_http_lifecycle_cookie_valid(r, &lmcf->secret, &value)) {
+        if (ngx_http_lifecycle_cookie_valid(r, lmcf, &value)) {
             ngx_memcpy(ctx->vid, value.data, LC_VID_LEN);
             return NGX_OK;
         }
@@ -295,8 +295,8 @@ ngx_http_lifecycle_visitor_identify(ngx_http_request_t *r,
 
 
 static ngx_int_t
-ngx_http_lifecycle_cookie_valid(ngx_http_request_t *r, ngx_str_t *secret,
-    ngx_str_t *value)
+ngx_http_lifecycle_cookie_valid(ngx_http_request_t *r,
+    ngx_http_lifecycle_main_conf_t *lmcf, ngx_str_t *value)
 {
     u_char      sig[NGX_HTTP_LIFECYCLE_SIG_LEN];
     ngx_uint_t  i;
@@ -315,7 +315,7 @@ ngx_http_lifecycle_cookie_valid(ngx_http_request_t *r, ngx_str_t *secret,
         }
     }
 
-    if (ngx_http_lifecycle_sign(secret, value->data, sig) != NGX_OK) {
+    if (ngx_http_lifecycle_sign(lmcf, value->data, sig) != NGX_OK) {
         return 0;
     }
 
@@ -336,16 +336,99 @@ invalid:
 }
 
 
-static ngx_int_t
-ngx_http_lifecycle_sign(ngx_str_t *secret, u_char *vid, u_char *sig)
-{
-    u_char        mac[EVP_MAX_MD_SIZE];
-    unsigned int  len;
-    ngx_str_t     src, dst;
+/*
+ * HMAC-SHA256 with the key's inner and outer pads hashed once, at
+ * configuration time: a request costs two SHA-256 blocks and copies of
+ * the keyed states, not a key schedule (nor OpenSSL's HMAC() setup).
+ */
 
-    if (HMAC(EVP_sha256(), secret->data, (int) secret->len, vid, LC_VID_LEN,
-             mac, &len)
-        == NULL)
+ngx_int_t
+ngx_http_lifecycle_visitor_init_secret(ngx_conf_t *cf,
+    ngx_http_lifecycle_main_conf_t *lmcf)
+{
+    u_char               key[64], pad[64];
+    ngx_uint_t           i, k;
+    unsigned int         n;
+    EVP_MD_CTX          *md;
+    ngx_pool_cleanup_t  *cln;
+
+    ngx_memzero(key, sizeof(key));
+
+    if (lmcf->secret.len > sizeof(key)) {
+        if (EVP_Digest(lmcf->secret.data, lmcf->secret.len, key, &n,
+                       EVP_sha256(), NULL)
+            != 1)
+        {
+            return NGX_ERROR;
+        }
+
+    } else {
+        ngx_memcpy(key, lmcf->secret.data, lmcf->secret.len);
+    }
+
+    for (k = 0; k < 2; k++) {
+        cln = ngx_pool_cleanup_add(cf->pool, 0);
+        md = EVP_MD_CTX_new();
+
+        if (cln == NULL || md == NULL) {
+            EVP_MD_CTX_free(md);
+            return NGX_ERROR;
+        }
+
+        cln->handler = ngx_http_lifecycle_hmac_cleanup;
+        cln->data = md;
+
+        for (i = 0; i < sizeof(pad); i++) {
+            pad[i] = key[i] ^ (k ? 0x5c : 0x36);
+        }
+
+        if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1
+            || EVP_DigestUpdate(md, pad, sizeof(pad)) != 1)
+        {
+            return NGX_ERROR;
+        }
+
+        lmcf->hmac[k] = md;
+    }
+
+    OPENSSL_cleanse(key, sizeof(key));
+    OPENSSL_cleanse(pad, sizeof(pad));
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_lifecycle_hmac_cleanup(void *data)
+{
+    EVP_MD_CTX_free(data);
+}
+
+
+static ngx_int_t
+ngx_http_lifecycle_sign(ngx_http_lifecycle_main_conf_t *lmcf, u_char *vid,
+    u_char *sig)
+{
+    u_char             inner[EVP_MAX_MD_SIZE], mac[EVP_MAX_MD_SIZE];
+    unsigned int       n;
+    ngx_str_t          src, dst;
+    static EVP_MD_CTX  *md;
+
+    /* one scratch context per worker, made at the first request */
+
+    if (md == NULL) {
+        md = EVP_MD_CTX_new();
+        if (md == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (EVP_MD_CTX_copy_ex(md, lmcf->hmac[0]) != 1
+        || EVP_DigestUpdate(md, vid, LC_VID_LEN) != 1
+        || EVP_DigestFinal_ex(md, inner, &n) != 1
+        || EVP_MD_CTX_copy_ex(md, lmcf->hmac[1]) != 1
+        || EVP_DigestUpdate(md, inner, n) != 1
+        || EVP_DigestFinal_ex(md, mac, &n) != 1)
     {
         return NGX_ERROR;
     }
@@ -411,7 +494,7 @@ ngx_http_lifecycle_visitor_set_cookie(ngx_http_request_t *r,
     p = ngx_copy(p, ctx->vid, LC_VID_LEN);
     *p++ = '.';
 
-    if (ngx_http_lifecycle_sign(&lmcf->secret, ctx->vid, p) != NGX_OK) {
+    if (ngx_http_lifecycle_sign(lmcf, ctx->vid, p) != NGX_OK) {
         return NGX_ERROR;
     }
 

@@ -196,4 +196,17 @@ $r = $t->http_get('/', Cookie => "lc_vid=$cookie");
 ok(defined $r->cookie('lc_vid'), 'cookie signed with the old key is replaced after a key change');
 $t->stop;
 
+# a key longer than SHA-256's block is hashed first, as HMAC says
+my $k3 = join '', map { chr(65 + $_ % 26) } 1 .. 100;
+$t->set_secret($k3);
+$t->config($conf);
+$t->start;
+$r = $t->http_get('/');
+my $c3 = $r->cookie('lc_vid');
+ok(cookie_valid($c3, $k3), '100-byte key: the cookie is HMAC-SHA256 with that key');
+my ($v3) = split_cookie($c3 // '');
+$r = $t->http_get('/', Cookie => "lc_vid=$c3");
+is($r->cookie('lc_vid'), undef, '100-byte key: the module accepts its own cookie');
+$t->stop;
+
 done_testing;
