@@ -467,6 +467,34 @@ lc_tpl_standalone(const char *src, const char *start, const char *tag,
 }
 
 
+int
+lc_tpl_uses(const lc_tpl_t *t, const char *name, size_t len)
+{
+    size_t              i, part;
+    const char         *dot;
+    const lc_tpl_op_t  *op;
+
+    for (i = 0; i < t->nops; i++) {
+        op = &t->ops[i];
+
+        if (op->type != LC_TPL_VAR && op->type != LC_TPL_RAW
+            && op->type != LC_TPL_SECTION && op->type != LC_TPL_INVERTED)
+        {
+            continue;
+        }
+
+        dot = memchr(op->data, '.', op->len);
+        part = dot ? (size_t) (dot - op->data) : op->len;
+
+        if (part == len && memcmp(op->data, name, len) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 /* "." alone, or parts of name characters joined by single dots */
 static int
 lc_tpl_valid_name(const char *name, size_t len)

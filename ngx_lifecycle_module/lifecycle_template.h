@@ -112,6 +112,12 @@ size_t lc_tpl_render(const lc_tpl_t *t, const lc_value_t *root,
     lc_tpl_write_pt write, void *ctx);
 size_t lc_tpl_render_size(const lc_tpl_t *t, const lc_value_t *root);
 
+/*
+ * Whether a tag of the template starts with "name" (its first dotted
+ * part), at any depth: the caller then knows which data to build.
+ */
+int lc_tpl_uses(const lc_tpl_t *t, const char *name, size_t len);
+
 /* what {{name}} does: & < > " ' ` = / become entities; returns the length */
 size_t lc_tpl_escape_html(const char *s, size_t len, lc_tpl_write_pt write,
     void *ctx);

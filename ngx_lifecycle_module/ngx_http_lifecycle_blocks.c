@@ -23,7 +23,7 @@
 
 
 static char *ngx_http_lifecycle_template(ngx_conf_t *cf, ngx_str_t *file,
-    lc_tpl_t **tpl);
+    lc_tpl_t **tpl, ngx_uint_t *uses);
 static ngx_int_t ngx_http_lifecycle_check_name(ngx_conf_t *cf,
     ngx_str_t *name, char *what, ngx_uint_t any);
 static ngx_array_t *ngx_http_lifecycle_resolve(ngx_conf_t *cf,
@@ -31,7 +31,7 @@ static ngx_array_t *ngx_http_lifecycle_resolve(ngx_conf_t *cf,
 static ngx_uint_t ngx_http_lifecycle_popup_eligible(ngx_http_request_t *r,
     ngx_http_lifecycle_ctx_t *ctx, ngx_http_lifecycle_rule_t *rule);
 static const lc_value_t *ngx_http_lifecycle_data(ngx_http_request_t *r,
-    ngx_http_lifecycle_ctx_t *ctx, lc_alloc_t *a);
+    ngx_http_lifecycle_ctx_t *ctx, lc_alloc_t *a, ngx_uint_t uses);
 static void *ngx_http_lifecycle_pool_alloc(void *pool, size_t size);
 static void ngx_http_lifecycle_tpl_write(void *ctx, const char *data,
     size_t len);
@@ -72,7 +72,8 @@ ngx_http_lifecycle_block(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     block->conf_file = cf->conf_file->file.name.data;
     block->conf_line = cf->conf_file->line;
 
-    return ngx_http_lifecycle_template(cf, &value[3], &block->tpl);
+    return ngx_http_lifecycle_template(cf, &value[3], &block->tpl,
+                                       &block->uses);
 }
 
 
@@ -212,7 +213,8 @@ ngx_http_lifecycle_popup(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                                   &popup->name, popup->delay)
                       - p;
 
-    return ngx_http_lifecycle_template(cf, &value[3], &popup->tpl);
+    return ngx_http_lifecycle_template(cf, &value[3], &popup->tpl,
+                                       &popup->uses);
 }
 
 
@@ -254,11 +256,26 @@ ngx_http_lifecycle_script_url(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+static struct {
+    char        *name;
+    ngx_uint_t   bit;
+} ngx_http_lifecycle_data_names[] = {
+    { "visitor", NGX_HTTP_LIFECYCLE_USES_VISITOR },
+    { "product", NGX_HTTP_LIFECYCLE_USES_PRODUCT },
+    { "recent", NGX_HTTP_LIFECYCLE_USES_RECENT },
+    { "top_category", NGX_HTTP_LIFECYCLE_USES_TOP_CATEGORY },
+    { "cart", NGX_HTTP_LIFECYCLE_USES_CART },
+    { NULL, 0 }
+};
+
+
 static char *
-ngx_http_lifecycle_template(ngx_conf_t *cf, ngx_str_t *file, lc_tpl_t **tpl)
+ngx_http_lifecycle_template(ngx_conf_t *cf, ngx_str_t *file, lc_tpl_t **tpl,
+    ngx_uint_t *uses)
 {
     char        err[128];
     ngx_str_t   name, text;
+    ngx_uint_t  i;
     lc_alloc_t  a;
 
     name = *file;
@@ -289,6 +306,16 @@ ngx_http_lifecycle_template(ngx_conf_t *cf, ngx_str_t *file, lc_tpl_t **tpl)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "template \"%V\", %s",
                            &name, err);
         return NGX_CONF_ERROR;
+    }
+
+    *uses = 0;
+
+    for (i = 0; ngx_http_lifecycle_data_names[i].name; i++) {
+        if (lc_tpl_uses(*tpl, ngx_http_lifecycle_data_names[i].name,
+                        ngx_strlen(ngx_http_lifecycle_data_names[i].name)))
+        {
+            *uses |= ngx_http_lifecycle_data_names[i].bit;
+        }
     }
 
     return NGX_CONF_OK;
@@ -340,6 +367,10 @@ char *
 ngx_http_lifecycle_blocks_merge(ngx_conf_t *cf,
     ngx_http_lifecycle_loc_conf_t *prev, ngx_http_lifecycle_loc_conf_t *conf)
 {
+    ngx_uint_t                   i;
+    ngx_http_lifecycle_popup_t  *popup;
+    ngx_http_lifecycle_block_t  *block;
+
     ngx_conf_merge_ptr_value(conf->blocks, prev->blocks, NULL);
     ngx_conf_merge_ptr_value(conf->popups, prev->popups, NULL);
     ngx_conf_merge_str_value(conf->script_url, prev->script_url,
@@ -349,10 +380,18 @@ ngx_http_lifecycle_blocks_merge(ngx_conf_t *cf,
         return NGX_CONF_OK;
     }
 
+    conf->uses = 0;
+
     if (conf->blocks) {
         conf->block_rules = ngx_http_lifecycle_resolve(cf, conf->blocks, 0);
         if (conf->block_rules == NULL) {
             return NGX_CONF_ERROR;
+        }
+
+        block = conf->blocks->elts;
+
+        for (i = 0; i < conf->blocks->nelts; i++) {
+            conf->uses |= block[i].uses;
         }
     }
 
@@ -360,6 +399,12 @@ ngx_http_lifecycle_blocks_merge(ngx_conf_t *cf,
         conf->popup_rules = ngx_http_lifecycle_resolve(cf, conf->popups, 1);
         if (conf->popup_rules == NULL) {
             return NGX_CONF_ERROR;
+        }
+
+        popup = conf->popups->elts;
+
+        for (i = 0; i < conf->popups->nelts; i++) {
+            conf->uses |= popup[i].uses;
         }
     }
 
@@ -627,7 +672,9 @@ ngx_http_lifecycle_render(ngx_http_request_t *r,
     size_t                          len, i;
     lc_tpl_t                       *tpl;
     ngx_str_t                      *segment;
+    ngx_uint_t                      uses;
     lc_value_member_t              *m;
+    ngx_http_lifecycle_fill_t      *fill;
     lc_alloc_t                      a;
     lc_value_t                     *root;
     const lc_value_t               *data, *seg;
@@ -639,7 +686,23 @@ ngx_http_lifecycle_render(ngx_http_request_t *r,
     a.ctx = r->pool;
 
     if (ctx->data == NULL) {
-        ctx->data = ngx_http_lifecycle_data(r, ctx, &a);
+
+        /* what the templates chosen for this page refer to, and no more */
+
+        uses = 0;
+        fill = ctx->fills->elts;
+
+        for (i = 0; i < ctx->fills->nelts; i++) {
+            block = fill[i].rule->def;
+            uses |= block->uses;
+        }
+
+        if (ctx->popup) {
+            popup = ctx->popup->def;
+            uses |= popup->uses;
+        }
+
+        ctx->data = ngx_http_lifecycle_data(r, ctx, &a, uses);
         if (ctx->data == NULL) {
             return NGX_ERROR;
         }
@@ -888,11 +951,11 @@ ngx_http_lifecycle_cart(ngx_http_request_t *r, lc_alloc_t *a,
 
 static const lc_value_t *
 ngx_http_lifecycle_data(ngx_http_request_t *r, ngx_http_lifecycle_ctx_t *ctx,
-    lc_alloc_t *a)
+    lc_alloc_t *a, ngx_uint_t uses)
 {
     ngx_int_t                      stage;
     ngx_str_t                      s, *recent;
-    ngx_uint_t                     i;
+    ngx_uint_t                     i, product;
     lc_value_t                    *root, *visitor, *list;
     const lc_value_t              *v;
     ngx_http_lifecycle_profile_t  *p;
@@ -900,62 +963,71 @@ ngx_http_lifecycle_data(ngx_http_request_t *r, ngx_http_lifecycle_ctx_t *ctx,
     p = ctx->profile;
 
     root = lc_value_object(a, 5);
-    visitor = lc_value_object(a, 8);
-
-    if (root == NULL || visitor == NULL) {
+    if (root == NULL) {
         return NULL;
     }
 
-    s.data = ctx->vid;
-    s.len = LC_VID_LEN;
+    if (uses & NGX_HTTP_LIFECYCLE_USES_VISITOR) {
+        visitor = lc_value_object(a, 8);
+        if (visitor == NULL) {
+            return NULL;
+        }
 
-    if (ngx_http_lifecycle_add_str(a, visitor, "id", &s, 1) != NGX_OK
-        || ngx_http_lifecycle_add_uint(a, visitor, "visits", p->visits)
-           != NGX_OK
-        || ngx_http_lifecycle_add_uint(a, visitor, "views", p->views)
-           != NGX_OK)
-    {
-        return NULL;
+        s.data = ctx->vid;
+        s.len = LC_VID_LEN;
+
+        if (ngx_http_lifecycle_add_str(a, visitor, "id", &s, 1) != NGX_OK
+            || ngx_http_lifecycle_add_uint(a, visitor, "visits", p->visits)
+               != NGX_OK
+            || ngx_http_lifecycle_add_uint(a, visitor, "views", p->views)
+               != NGX_OK)
+        {
+            return NULL;
+        }
+
+        stage = ngx_http_lifecycle_stage(r, ctx);
+
+        if (stage != NGX_DECLINED
+            && ngx_http_lifecycle_add_str(a, visitor, "stage",
+                                          &ngx_http_lifecycle_stages[stage],
+                                          1)
+               != NGX_OK)
+        {
+            return NULL;
+        }
+
+        s = ctx->country.len ? ctx->country : p->country;
+
+        if (s.len
+            && ngx_http_lifecycle_add_str(a, visitor, "country", &s, 0)
+               != NGX_OK)
+        {
+            return NULL;
+        }
+
+        if (ctx->city.len
+            && ngx_http_lifecycle_add_str(a, visitor, "city", &ctx->city, 0)
+               != NGX_OK)
+        {
+            return NULL;
+        }
+
+        if (ngx_http_lifecycle_opted_in(p)
+            && lc_value_add(visitor, "optin", 5, lc_value_bool(1)) != 0)
+        {
+            return NULL;
+        }
+
+        if (lc_value_add(root, "visitor", 7, visitor) != 0) {
+            return NULL;
+        }
     }
 
-    stage = ngx_http_lifecycle_stage(r, ctx);
+    product = (ctx->view
+               && ctx->view->type == NGX_HTTP_LIFECYCLE_VIEW_PRODUCT
+               && ctx->view_id.len);
 
-    if (stage != NGX_DECLINED
-        && ngx_http_lifecycle_add_str(a, visitor, "stage",
-                                      &ngx_http_lifecycle_stages[stage], 1)
-           != NGX_OK)
-    {
-        return NULL;
-    }
-
-    s = ctx->country.len ? ctx->country : p->country;
-
-    if (s.len && ngx_http_lifecycle_add_str(a, visitor, "country", &s, 0)
-                 != NGX_OK)
-    {
-        return NULL;
-    }
-
-    if (ctx->city.len
-        && ngx_http_lifecycle_add_str(a, visitor, "city", &ctx->city, 0)
-           != NGX_OK)
-    {
-        return NULL;
-    }
-
-    if (ngx_http_lifecycle_opted_in(p)
-        && lc_value_add(visitor, "optin", 5, lc_value_bool(1)) != 0)
-    {
-        return NULL;
-    }
-
-    if (lc_value_add(root, "visitor", 7, visitor) != 0) {
-        return NULL;
-    }
-
-    if (ctx->view && ctx->view->type == NGX_HTTP_LIFECYCLE_VIEW_PRODUCT
-        && ctx->view_id.len)
-    {
+    if ((uses & NGX_HTTP_LIFECYCLE_USES_PRODUCT) && product) {
         v = ngx_http_lifecycle_product(r, a, &ctx->view_id);
 
         if (v == NULL || lc_value_add(root, "product", 7, v) != 0) {
@@ -965,36 +1037,39 @@ ngx_http_lifecycle_data(ngx_http_request_t *r, ngx_http_lifecycle_ctx_t *ctx,
 
     /* newest first, without the product of this page */
 
-    recent = p->recent.elts;
-    list = lc_value_list(a, p->recent.nelts);
+    if (uses & NGX_HTTP_LIFECYCLE_USES_RECENT) {
+        recent = p->recent.elts;
+        list = lc_value_list(a, p->recent.nelts);
 
-    if (list == NULL) {
-        return NULL;
-    }
-
-    for (i = 0; i < p->recent.nelts; i++) {
-        if (ctx->view && ctx->view->type == NGX_HTTP_LIFECYCLE_VIEW_PRODUCT
-            && recent[i].len == ctx->view_id.len
-            && ngx_strncmp(recent[i].data, ctx->view_id.data, recent[i].len)
-               == 0)
-        {
-            continue;
+        if (list == NULL) {
+            return NULL;
         }
 
-        v = ngx_http_lifecycle_product(r, a, &recent[i]);
+        for (i = 0; i < p->recent.nelts; i++) {
+            if (product && recent[i].len == ctx->view_id.len
+                && ngx_strncmp(recent[i].data, ctx->view_id.data,
+                               recent[i].len)
+                   == 0)
+            {
+                continue;
+            }
 
-        if (v == NULL || lc_value_append(list, v) != 0) {
+            v = ngx_http_lifecycle_product(r, a, &recent[i]);
+
+            if (v == NULL || lc_value_append(list, v) != 0) {
+                return NULL;
+            }
+        }
+
+        if (lc_value_add(root, "recent", 6, list) != 0) {
             return NULL;
         }
     }
 
-    if (lc_value_add(root, "recent", 6, list) != 0) {
-        return NULL;
-    }
-
     /* the most viewed category, kept up to date by the script */
 
-    if (p->top_category.len
+    if ((uses & NGX_HTTP_LIFECYCLE_USES_TOP_CATEGORY)
+        && p->top_category.len
         && ngx_http_lifecycle_add_str(a, root, "top_category",
                                       &p->top_category, 0)
            != NGX_OK)
@@ -1002,10 +1077,12 @@ ngx_http_lifecycle_data(ngx_http_request_t *r, ngx_http_lifecycle_ctx_t *ctx,
         return NULL;
     }
 
-    v = ngx_http_lifecycle_cart(r, a, p);
+    if (uses & NGX_HTTP_LIFECYCLE_USES_CART) {
+        v = ngx_http_lifecycle_cart(r, a, p);
 
-    if (v == NULL || lc_value_add(root, "cart", 4, v) != 0) {
-        return NULL;
+        if (v == NULL || lc_value_add(root, "cart", 4, v) != 0) {
+            return NULL;
+        }
     }
 
     return root;

@@ -137,11 +137,20 @@ typedef struct {
 } ngx_http_lifecycle_segment_t;
 
 
+/* the template data a template refers to, so only that is built */
+#define NGX_HTTP_LIFECYCLE_USES_VISITOR       0x01
+#define NGX_HTTP_LIFECYCLE_USES_PRODUCT       0x02
+#define NGX_HTTP_LIFECYCLE_USES_RECENT        0x04
+#define NGX_HTTP_LIFECYCLE_USES_TOP_CATEGORY  0x08
+#define NGX_HTTP_LIFECYCLE_USES_CART          0x10
+
+
 /* lifecycle_block: a template for a slot, for a segment or anyone */
 typedef struct {
     ngx_str_t                   slot;
     ngx_str_t                   segment;       /* "*": anyone */
     lc_tpl_t                   *tpl;
+    ngx_uint_t                  uses;
     u_char                     *conf_file;     /* for late errors */
     ngx_uint_t                  conf_line;
 } ngx_http_lifecycle_block_t;
@@ -152,6 +161,7 @@ typedef struct {
     ngx_str_t                   name;
     ngx_str_t                   segment;       /* "*": anyone */
     lc_tpl_t                   *tpl;
+    ngx_uint_t                  uses;
     ngx_uint_t                  cap;           /* 0: no cap */
     ngx_msec_t                  period;        /* of the cap; of dismissals */
     ngx_msec_t                  delay;
@@ -202,6 +212,7 @@ typedef struct {
     ngx_array_t                *popups;   /* of ..._popup_t, as written */
     ngx_array_t                *block_rules;  /* of ..._rule_t, resolved */
     ngx_array_t                *popup_rules;
+    ngx_uint_t                  uses;     /* of all of them: USES_... */
     ngx_str_t                   script_url;
 } ngx_http_lifecycle_loc_conf_t;
 

@@ -49,12 +49,12 @@ enum {
  * KEYS[1] the profile "lc:{hh}:v:VID"; the other keys are named from
  * ARGV (prefix "lc:{hh}:" and VID) and share its slot.
  * ARGV: now(ms) session_timeout(ms) ttl(s) first(0|1) type id category
- *       uri prefix vid trim_before(ms|0) content(0|1) group country city
+ *       uri prefix vid trim_before(ms|0) cart(0|1) group country city
  *       and then the profile fields the module wants back.
  * Answer: { visits, session, new_session, previous_activity(ms|0),
  *           { field, value, ... } of the wanted fields that are set },
- *           and when content is 1 (blocks or popups may need it) also
- *           the HGETALL of the cart.
+ *           and when cart is 1 (a template shows the cart) also the
+ *           HGETALL of the cart.
  *
  * Every field of the profile is read once (HMGET) and written once
  * (HSET); the session hash likewise. Counters are counted here, so
@@ -250,7 +250,7 @@ ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
     u_char                          *p, *numbers;
     time_t                           ttl;
     ngx_str_t                       *wanted;
-    ngx_uint_t                       i, j, content;
+    ngx_uint_t                       i, j, recent;
     ngx_msec_t                       now;
     ngx_time_t                      *tp;
     ngx_str_t                       *type, args[NGX_HTTP_LIFECYCLE_NARGS];
@@ -332,10 +332,16 @@ ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_lifecycle_module);
 
-    if ((llcf->block_rules || llcf->popup_rules)
-        && ctx->group != NGX_HTTP_LIFECYCLE_GROUP_CONTROL)
-    {
-        ngx_str_set(&args[NGX_HTTP_LIFECYCLE_ARG_CONTENT], "1");
+    /* the recent products and the cart only for templates that show them */
+
+    recent = 0;
+
+    if (ctx->group != NGX_HTTP_LIFECYCLE_GROUP_CONTROL) {
+        recent = (llcf->uses & NGX_HTTP_LIFECYCLE_USES_RECENT) != 0;
+
+        if (llcf->uses & NGX_HTTP_LIFECYCLE_USES_CART) {
+            ngx_str_set(&args[NGX_HTTP_LIFECYCLE_ARG_CONTENT], "1");
+        }
     }
 
     if (lscf->holdout) {
@@ -353,8 +359,7 @@ ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
     /* then the profile fields wanted back, and the recent products */
 
     wanted = lmcf->wanted->elts;
-    content = (args[NGX_HTTP_LIFECYCLE_ARG_CONTENT].len != 0);
-    ctx->argc = NGX_HTTP_LIFECYCLE_NARGS + lmcf->wanted->nelts + content;
+    ctx->argc = NGX_HTTP_LIFECYCLE_NARGS + lmcf->wanted->nelts + recent;
 
     ctx->argv = ngx_palloc(r->pool, ctx->argc
                                     * (sizeof(char *) + sizeof(size_t)));
@@ -375,7 +380,7 @@ ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
         ctx->argvlen[i] = wanted[j].len;
     }
 
-    if (content) {
+    if (recent) {
         ctx->argv[i] = "r";
         ctx->argvlen[i] = 1;
     }
