@@ -39,6 +39,7 @@ typedef struct {
 
     ngx_event_t                       reconnect;
     ngx_event_t                       watchdog;
+    ngx_event_t                       flush;      /* posted: write queued */
 
     ngx_msec_t                        backoff;
     ngx_msec_t                        connect_start;
@@ -53,6 +54,7 @@ typedef struct {
     unsigned                          unusable:1; /* setup failed */
     unsigned                          behind:1;   /* a request timed out */
     unsigned                          exiting:1;
+    unsigned                          flushing:1;
 } ngx_http_lifecycle_redis_t;
 
 
@@ -72,6 +74,7 @@ static void ngx_http_lifecycle_redis_reconnect_handler(ngx_event_t *ev);
 static void ngx_http_lifecycle_redis_watchdog_handler(ngx_event_t *ev);
 static void ngx_http_lifecycle_redis_read_handler(ngx_event_t *ev);
 static void ngx_http_lifecycle_redis_write_handler(ngx_event_t *ev);
+static void ngx_http_lifecycle_redis_flush_handler(ngx_event_t *ev);
 static void ngx_http_lifecycle_redis_add_read(void *privdata);
 static void ngx_http_lifecycle_redis_del_read(void *privdata);
 static void ngx_http_lifecycle_redis_add_write(void *privdata);
@@ -107,6 +110,10 @@ ngx_http_lifecycle_redis_init_process(ngx_cycle_t *cycle)
     rc->watchdog.data = rc;
     rc->watchdog.cancelable = 1;
 
+    rc->flush.handler = ngx_http_lifecycle_redis_flush_handler;
+    rc->flush.log = cycle->log;
+    rc->flush.data = rc;
+
     ngx_http_lifecycle_redis_connect();
 
     return NGX_OK;
@@ -131,6 +138,10 @@ ngx_http_lifecycle_redis_exit_process(ngx_cycle_t *cycle)
 
     if (rc->watchdog.timer_set) {
         ngx_del_timer(&rc->watchdog);
+    }
+
+    if (rc->flush.posted) {
+        ngx_delete_posted_event(&rc->flush);
     }
 
     while (rc->free) {
@@ -579,13 +590,41 @@ ngx_http_lifecycle_redis_del_read(void *privdata)
 }
 
 
+/*
+ * Commands queued while the event loop turns leave in one write at the
+ * end of the turn (a posted event), without registering the socket for
+ * writing: that happens only when the socket is full, or for a connect.
+ */
+
 static void
 ngx_http_lifecycle_redis_add_write(void *privdata)
 {
-    ngx_connection_t  *c = privdata;
+    ngx_connection_t            *c = privdata;
+    ngx_http_lifecycle_redis_t  *rc = &ngx_http_lifecycle_redis_worker;
+
+    if (rc->connected && !rc->flushing) {
+        if (!rc->flush.posted) {
+            ngx_post_event(&rc->flush, &ngx_posted_events);
+        }
+
+        return;
+    }
 
     if (!c->write->active) {
         ngx_add_event(c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
+    }
+}
+
+
+static void
+ngx_http_lifecycle_redis_flush_handler(ngx_event_t *ev)
+{
+    ngx_http_lifecycle_redis_t  *rc = ev->data;
+
+    if (rc->ac) {
+        rc->flushing = 1;
+        redisAsyncHandleWrite(rc->ac);
+        rc->flushing = 0;
     }
 }
 
@@ -622,6 +661,10 @@ ngx_http_lifecycle_redis_cleanup(void *privdata)
 
     if (c->write->posted) {
         ngx_delete_posted_event(c->write);
+    }
+
+    if (ngx_http_lifecycle_redis_worker.flush.posted) {
+        ngx_delete_posted_event(&ngx_http_lifecycle_redis_worker.flush);
     }
 
     ngx_free_connection(c);
