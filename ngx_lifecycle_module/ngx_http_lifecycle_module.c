@@ -878,6 +878,27 @@ failed:
 
 
 /*
+ * nginx JIT-compiles regular expressions only under "pcre_jit on"; ours
+ * (bots, view rules, segment patterns) run on every tracked request.
+ * Without JIT (not built in) they are interpreted, as before.
+ */
+
+ngx_int_t
+ngx_http_lifecycle_regex_compile(ngx_regex_compile_t *rc)
+{
+    if (ngx_regex_compile(rc) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+#if (NGX_PCRE2)
+    (void) pcre2_jit_compile(rc->regex, PCRE2_JIT_COMPLETE);
+#endif
+
+    return NGX_OK;
+}
+
+
+/*
  * The profile fields the script sends back: what segments, stages,
  * popups and templates read, collected while the configuration is
  * parsed, so that a reply carries no more than that.

@@ -80,6 +80,8 @@ static void ngx_http_lifecycle_redis_del_read(void *privdata);
 static void ngx_http_lifecycle_redis_add_write(void *privdata);
 static void ngx_http_lifecycle_redis_del_write(void *privdata);
 static void ngx_http_lifecycle_redis_cleanup(void *privdata);
+static u_char *ngx_http_lifecycle_redis_format(ngx_log_t *log, int argc,
+    const char **argv, const size_t *argvlen, size_t *len);
 
 
 static ngx_http_lifecycle_redis_t  ngx_http_lifecycle_redis_worker;
@@ -397,6 +399,8 @@ ngx_http_lifecycle_redis_command(ngx_log_t *log,
 {
     ngx_http_lifecycle_redis_t  *rc = &ngx_http_lifecycle_redis_worker;
 
+    u_char                        *cmd;
+    size_t                         len;
     ngx_http_lifecycle_pending_t  *p;
 
     if (rc->ac == NULL || rc->unusable
@@ -426,9 +430,12 @@ ngx_http_lifecycle_redis_command(ngx_log_t *log,
     p->data = data;
     p->sent_us = ngx_http_lifecycle_now_us();
 
-    if (redisAsyncCommandArgv(rc->ac, ngx_http_lifecycle_redis_reply, p,
-                              argc, argv, argvlen)
-        != REDIS_OK)
+    cmd = ngx_http_lifecycle_redis_format(log, argc, argv, argvlen, &len);
+
+    if (cmd == NULL
+        || redisAsyncFormattedCommand(rc->ac, ngx_http_lifecycle_redis_reply,
+                                      p, (char *) cmd, len)
+           != REDIS_OK)
     {
         ((ngx_http_lifecycle_free_t *) p)->next = rc->free;
         rc->free = (ngx_http_lifecycle_free_t *) p;
@@ -444,6 +451,54 @@ ngx_http_lifecycle_redis_command(ngx_log_t *log,
     ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_ROUNDTRIPS);
 
     return p;
+}
+
+
+/*
+ * The command in the protocol's own form, made in one buffer kept by the
+ * worker: hiredis' formatter builds it piece by piece in the heap.
+ */
+
+static u_char *
+ngx_http_lifecycle_redis_format(ngx_log_t *log, int argc, const char **argv,
+    const size_t *argvlen, size_t *len)
+{
+    u_char         *p;
+    size_t          size;
+    ngx_int_t       i;
+    static u_char  *buf;
+    static size_t   room;
+
+    size = sizeof("*\r\n") - 1 + NGX_INT_T_LEN;
+
+    for (i = 0; i < argc; i++) {
+        size += sizeof("$\r\n\r\n") - 1 + NGX_SIZE_T_LEN + argvlen[i];
+    }
+
+    if (size > room) {
+        ngx_free(buf);
+
+        room = ngx_max(size, 4096);
+        buf = ngx_alloc(room, log);
+
+        if (buf == NULL) {
+            room = 0;
+            return NULL;
+        }
+    }
+
+    p = ngx_sprintf(buf, "*%d\r\n", argc);
+
+    for (i = 0; i < argc; i++) {
+        p = ngx_sprintf(p, "$%uz\r\n", argvlen[i]);
+        p = ngx_cpymem(p, argv[i], argvlen[i]);
+        *p++ = CR;
+        *p++ = LF;
+    }
+
+    *len = p - buf;
+
+    return buf;
 }
 
 
