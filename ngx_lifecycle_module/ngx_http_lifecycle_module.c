@@ -24,6 +24,9 @@ static char *ngx_http_lifecycle_cookie(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
 static ngx_int_t ngx_http_lifecycle_add_variables(ngx_conf_t *cf);
+#if (NGX_PCRE2)
+static void ngx_http_lifecycle_regex_free(void *data);
+#endif
 static ngx_int_t ngx_http_lifecycle_init(ngx_conf_t *cf);
 static void *ngx_http_lifecycle_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_lifecycle_init_main_conf(ngx_conf_t *cf, void *conf);
@@ -878,24 +881,75 @@ failed:
 
 
 /*
- * nginx JIT-compiles regular expressions only under "pcre_jit on"; ours
+ * nginx JIT-compiles regular expressions only under "pcre_jit on", and
+ * its allocator refuses JIT memory outside its own compile calls; ours
  * (bots, view rules, segment patterns) run on every tracked request.
- * Without JIT (not built in) they are interpreted, as before.
+ * So the pattern nginx checked and described is compiled once more with
+ * PCRE2's own allocator and JIT, and that code is matched instead. With
+ * no JIT at hand, nginx's code stays.
  */
 
 ngx_int_t
-ngx_http_lifecycle_regex_compile(ngx_regex_compile_t *rc)
+ngx_http_lifecycle_regex_compile(ngx_conf_t *cf, ngx_regex_compile_t *rc)
 {
+#if (NGX_PCRE2)
+    int                  errcode;
+    size_t               erroff;
+    uint32_t             options;
+    pcre2_code          *code;
+    ngx_pool_cleanup_t  *cln;
+#endif
+
     if (ngx_regex_compile(rc) != NGX_OK) {
         return NGX_ERROR;
     }
 
 #if (NGX_PCRE2)
-    (void) pcre2_jit_compile(rc->regex, PCRE2_JIT_COMPLETE);
+
+    options = 0;
+
+    if (rc->options & NGX_REGEX_CASELESS) {
+        options |= PCRE2_CASELESS;
+    }
+
+    if (rc->options & NGX_REGEX_MULTILINE) {
+        options |= PCRE2_MULTILINE;
+    }
+
+    code = pcre2_compile(rc->pattern.data, rc->pattern.len, options,
+                         &errcode, &erroff, NULL);
+    if (code == NULL) {
+        return NGX_OK;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        pcre2_code_free(code);
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_lifecycle_regex_free;
+    cln->data = code;
+
+    if (pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0) {
+        rc->regex = code;
+    }
+
 #endif
 
     return NGX_OK;
 }
+
+
+#if (NGX_PCRE2)
+
+static void
+ngx_http_lifecycle_regex_free(void *data)
+{
+    pcre2_code_free(data);
+}
+
+#endif
 
 
 /*

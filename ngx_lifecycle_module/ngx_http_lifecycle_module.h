@@ -309,7 +309,8 @@ ngx_http_lifecycle_ctx_t *ngx_http_lifecycle_get_ctx(ngx_http_request_t *r);
 ngx_int_t ngx_http_lifecycle_read_file(ngx_conf_t *cf, ngx_str_t *name,
     ngx_str_t *out);
 ngx_int_t ngx_http_lifecycle_want(ngx_conf_t *cf, ngx_str_t *field);
-ngx_int_t ngx_http_lifecycle_regex_compile(ngx_regex_compile_t *rc);
+ngx_int_t ngx_http_lifecycle_regex_compile(ngx_conf_t *cf,
+    ngx_regex_compile_t *rc);
 
 /* visitor */
 ngx_http_lifecycle_skip_e ngx_http_lifecycle_visitor_skip(

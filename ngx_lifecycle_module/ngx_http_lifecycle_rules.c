@@ -333,7 +333,7 @@ ngx_http_lifecycle_cond_parse(ngx_conf_t *cf, ngx_str_t *text,
         rc.err.len = NGX_MAX_CONF_ERRSTR;
         rc.err.data = errstr;
 
-        if (ngx_http_lifecycle_regex_compile(&rc) != NGX_OK) {
+        if (ngx_http_lifecycle_regex_compile(cf, &rc) != NGX_OK) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V in condition \"%V\"",
                                &rc.err, text);
             return NGX_CONF_ERROR;

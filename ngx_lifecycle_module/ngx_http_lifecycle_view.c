@@ -106,7 +106,7 @@ ngx_http_lifecycle_view(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     rc.err.len = NGX_MAX_CONF_ERRSTR;
     rc.err.data = errstr;
 
-    if (ngx_http_lifecycle_regex_compile(&rc) != NGX_OK) {
+    if (ngx_http_lifecycle_regex_compile(cf, &rc) != NGX_OK) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V", &rc.err);
         return NGX_CONF_ERROR;
     }
