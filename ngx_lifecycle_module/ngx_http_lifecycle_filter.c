@@ -14,6 +14,10 @@
 
 #include <zlib.h>
 
+#if (__SSE2__)
+#include <emmintrin.h>
+#endif
+
 
 /* "<!--lc:slot " + a name of up to 64 + "-->" */
 #define NGX_HTTP_LIFECYCLE_MARKER_MAX  (12 + 64 + 3)
@@ -80,6 +84,7 @@ static ngx_int_t ngx_http_lifecycle_filter_start(ngx_http_request_t *r,
 static ngx_int_t ngx_http_lifecycle_private(ngx_http_request_t *r);
 static ngx_int_t ngx_http_lifecycle_parse(ngx_http_request_t *r,
     ngx_http_lifecycle_filter_ctx_t *ctx, ngx_buf_t *buf);
+static u_char *ngx_http_lifecycle_next_marker(u_char *p, u_char *last);
 static ngx_uint_t ngx_http_lifecycle_marker_byte(
     ngx_http_lifecycle_filter_ctx_t *ctx, u_char c);
 static ngx_int_t ngx_http_lifecycle_marker(ngx_http_request_t *r,
@@ -422,23 +427,11 @@ ngx_http_lifecycle_parse(ngx_http_request_t *r,
     while (p < last) {
 
         if (ctx->m_len == 0) {
-            p = memchr(p, '<', last - p);
+            p = ngx_http_lifecycle_next_marker(p, last);
 
             if (p == NULL) {
                 p = last;
                 break;
-            }
-
-            /*
-             * Most tags are neither a marker nor </body>: "<!-" and
-             * "</b", "</B" are the only ways into one.
-             */
-            if (p + 2 < last
-                && !(p[1] == '!' && p[2] == '-')
-                && !(p[1] == '/' && (p[2] | 0x20) == 'b'))
-            {
-                p++;
-                continue;
             }
 
             mark = p;
@@ -583,6 +576,60 @@ ngx_http_lifecycle_parse(ngx_http_request_t *r,
     b->shadow = buf;
 
     return NGX_OK;
+}
+
+
+/*
+ * The next place a marker or </body> may start: "<!-", "</b" or "</B",
+ * or a '<' too near the end to tell. HTML has a '<' every few dozen
+ * bytes: 32 bytes are searched for one at a time, and only the few
+ * found are looked at closer.
+ */
+
+static u_char *
+ngx_http_lifecycle_next_marker(u_char *p, u_char *last)
+{
+#if (__SSE2__)
+    u_char        *q;
+    unsigned int   mask;
+    __m128i        lt;
+
+    lt = _mm_set1_epi8('<');
+
+    while (last - p >= 34) {
+        mask = (unsigned int) _mm_movemask_epi8(
+                   _mm_cmpeq_epi8(_mm_loadu_si128((__m128i *) p), lt))
+               | (unsigned int) _mm_movemask_epi8(
+                   _mm_cmpeq_epi8(_mm_loadu_si128((__m128i *) (p + 16)), lt))
+                 << 16;
+
+        while (mask) {
+            q = p + __builtin_ctz(mask);
+
+            if ((q[1] == '!' && q[2] == '-')
+                || (q[1] == '/' && (q[2] | 0x20) == 'b'))
+            {
+                return q;
+            }
+
+            mask &= mask - 1;
+        }
+
+        p += 32;
+    }
+#endif
+
+    for ( /* void */ ; p < last; p++) {
+        if (*p == '<'
+            && (p + 2 >= last
+                || (p[1] == '!' && p[2] == '-')
+                || (p[1] == '/' && (p[2] | 0x20) == 'b')))
+        {
+            return p;
+        }
+    }
+
+    return NULL;
 }
 
 
