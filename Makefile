@@ -6,6 +6,8 @@
 #   make test       install what is missing, build, run t/ with prove
 #   make test-asan  the suite against the ASan build
 #   make demo       install what is missing, build, start the demo shop
+#   make bench      install what is missing, build, run the benchmark
+#                   harness (BENCH=../shared/bench, BENCH_ARGS="-r 3")
 
 SHELL    := /bin/bash
 NGX_SRC  ?= /usr/share/nginx/src
@@ -17,7 +19,10 @@ PROVE_ARGS ?= -r t/
 ASAN_CC_OPT = -fsanitize=address -fno-omit-frame-pointer -fPIC -g -O1
 ASAN_LD_OPT = -fsanitize=address -fPIC
 
-.PHONY: all module asan test test-asan demo demo-stop deps clean
+BENCH      ?= ../shared/bench
+BENCH_ARGS ?= -r 3
+
+.PHONY: all module asan test test-asan demo demo-stop bench deps clean
 
 all: module
 
@@ -74,6 +79,13 @@ demo:
 
 demo-stop:
 	./scripts/demo.sh stop
+
+# configuration D of the harness is conf/bench/nginx.conf.in
+bench:
+	@./scripts/deps.sh bench
+	@$(MAKE) --no-print-directory module
+	$(BENCH)/run.sh --project $(CURDIR) \
+	    --module $(CURDIR)/build/$(MODULE) $(BENCH_ARGS)
 
 clean:
 	rm -rf build build-asan

@@ -3,6 +3,7 @@
 #
 #   scripts/deps.sh test    build + Redis + what the test suite uses
 #   scripts/deps.sh demo    build + Redis + curl for the walk-through
+#   scripts/deps.sh bench   build + Redis + what ../shared/bench/run.sh runs
 #
 # Nothing to do (everything installed): exits 0 at once, silently.
 # Missing packages, run as root: apt-get installs them (apt-get update first
@@ -12,7 +13,7 @@
 # Missing packages, not root: prints the exact command to run and exits 1.
 set -euo pipefail
 
-usage() { echo "usage: $0 test|demo" >&2; exit 2; }
+usage() { echo "usage: $0 test|demo|bench" >&2; exit 2; }
 [ $# -eq 1 ] || usage
 
 # The module is built against Debian's nginx sources (nginx-dev) with
@@ -28,6 +29,9 @@ test_pkgs="perl curl openssl gcc valgrind libmaxmind-db-writer-perl"
 case "$1" in
     test) wanted="$build_pkgs $run_pkgs $test_pkgs" ;;
     demo) wanted="$build_pkgs $run_pkgs curl" ;;
+    # the harness's peers: nginx's Lua module and lua-resty-redis, and wrk
+    bench) wanted="$build_pkgs $run_pkgs perl libnginx-mod-http-lua
+                  libnginx-mod-http-ndk lua-nginx-redis wrk" ;;
     *) usage ;;
 esac
 

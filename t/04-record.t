@@ -123,8 +123,8 @@ is($p->{last}, $p->{first}, 'last = first');
 my $ttl = $redis->ttl($pk);
 ok($ttl > 0 && $ttl <= 3600, "first request: profile TTL <= 3600 (got $ttl)");
 my $sk1 = key_session($vid, 1);
-my $sttl = $redis->ttl($sk1);
-ok($sttl > 0 && $sttl <= 3600, "first request: session TTL <= 3600 (got $sttl)");
+is($redis->cmd('EXISTS', $sk1), 0, 'first request: the session lives in the profile until it ends');
+ok($redis->hgetall($pk)->{'s.start'}, 'first request: session start (s.start)');
 is($redis->hgetall($pk)->{r}, 'p1', 'first request: recent products in the profile (field r)');
 is($redis->cmd('ZSCORE', key_idle($vid), "$vid:1"), undef, 'first request: no idle entry');
 
@@ -146,8 +146,6 @@ $r = $t->http_get('/product/p2', Cookie => $cookie);
 is($r->header('X-Session'), "$vid-1", 'same session');
 $ttl = $redis->ttl($pk);
 ok($ttl > 3600 && $ttl <= 90 * 86400, "cookie returned: profile TTL extended to retention (got $ttl)");
-$sttl = $redis->ttl($sk1);
-ok($sttl > 3600, "cookie returned: session TTL extended (got $sttl)");
 my $idle = $redis->cmd('ZSCORE', key_idle($vid), "$vid:1");
 ok(defined $idle && abs($idle - $now_ms->()) < 60_000, 'idle entry VID:1 with last activity (ms)');
 $p = $redis->hgetall($pk);
@@ -180,7 +178,7 @@ is_deeply($redis->hgetall(key_cart($vid)), { p2 => 1 },
           'cart hash after add p2, add p3, GET add p9, remove p3: p2 => 1');
 $p = $redis->hgetall($pk);
 is($p->{cart}, 1, 'profile cart = 1 unit');
-is($redis->hgetall(key_session($vid, 1))->{cart_adds}, 2, 'session cart_adds 2');
+is($p->{'s.cart_adds'}, 2, 'session cart_adds 2 (s.cart_adds)');
 
 $r = $t->http_get('/checkout/thanks?order=O123', Cookie => $cookie);
 is($r->status, 200, 'purchase page 200');
@@ -213,13 +211,12 @@ is_deeply($redis->cmd('LRANGE', key_searches($vid), 0, -1), ['sandals', 'boots']
           'searches, newest first');
 is_deeply($redis->cmd('LRANGE', key_orders($vid), 0, -1), ['O123'], 'orders list');
 
-my $s = $redis->hgetall($sk1);
-is($s->{views}, 12, 'session views 12');
-is($s->{'p:p1'}, 2, 'session p:p1');
-is($s->{'c:shoes'}, 2, 'session c:shoes');
-is($s->{cart_adds}, 2, 'session cart_adds');
-is($s->{purchase}, 'O123', 'session purchase');
-ok($s->{start} && $s->{last} && $s->{last} >= $s->{start}, 'session start/last');
+is($p->{'s.views'}, 12, 'session views 12');
+is_deeply([split /\n/, $p->{'s.p'}], ['p1', 'p2'], 'session products, newest first');
+is($p->{'s.c'}, 'shoes', 'session categories');
+is($p->{'s.cart_adds'}, 2, 'session cart_adds');
+is($p->{'s.purchase'}, 'O123', 'session purchase');
+ok($p->{'s.start'} && $p->{sess_last} >= $p->{'s.start'}, 'session start and last activity');
 
 $ev = events_of($vid);
 is(scalar @$ev, 12, 'twelve events in the stream');
@@ -304,7 +301,11 @@ is($got, "$vid3-2", 'after the session timeout: session 2');
 $p = $redis->hgetall(key_profile($vid3));
 is($p->{visits}, 2, 'visits 2');
 is($p->{sess}, 2, 'sess 2');
-ok($redis->cmd('EXISTS', key_session($vid3, 2)), 'session 2 hash exists');
+my $s1 = $redis->hgetall(key_session($vid3, 1));
+ok($s1->{views} && $s1->{start} && $s1->{last},
+   'session 1 copied to its own hash when session 2 started');
+ok($redis->ttl(key_session($vid3, 1)) > 0, 'the copy expires');
+is($p->{'s.views'}, 1, 'session 2 counts from 1 in the profile');
 $e = events_of($vid3)->[-1] || {};
 is($e->{sess}, 2, 'event sess 2');
 is($e->{ns}, 1, 'event ns=1 on a new session');
