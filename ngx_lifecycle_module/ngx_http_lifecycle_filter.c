@@ -863,10 +863,13 @@ ngx_http_lifecycle_emit_run(ngx_http_request_t *r,
     b->recycled = 0;
     b->flush = 0;
 
-    if (b->in_file) {
-        b->file_last = b->file_pos + (end - buf->pos);
-        b->file_pos += start - buf->pos;
-    }
+    /*
+     * The bytes are in memory already: sent from there, the pieces of a
+     * page and its blocks go out in one writev(), not in a sendfile()
+     * per piece between writes.
+     */
+    b->in_file = 0;
+    b->file = NULL;
 
     *ctx->last_out = cl;
     ctx->last_out = &cl->next;
