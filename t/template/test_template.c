@@ -69,6 +69,7 @@ static void test_standalone(void);
 static void test_errors(void);
 static void test_unterminated_text(void);
 static void test_api(void);
+static void test_uses(void);
 static void test_out_of_memory(void);
 static void test_compile_once(void);
 static void test_fuzz(unsigned long iterations);
@@ -97,6 +98,7 @@ main(int argc, char **argv)
     test_errors();
     test_unterminated_text();
     test_api();
+    test_uses();
     test_out_of_memory();
     test_compile_once();
     test_fuzz(iterations);
@@ -1047,4 +1049,36 @@ diag_str(const char *what, const char *s)
     }
 
     printf("\"\n");
+}
+
+
+/* lc_tpl_uses(): the first part of any tag's name, at any depth */
+
+static void
+test_uses(void)
+{
+    char       err[128];
+    lc_tpl_t  *t;
+
+    static const char  text[] = "{{! recent }}<p>{{visitor.stage}}</p>"
+                                "{{#cart}}{{count}}{{/cart}}"
+                                "{{^product}}x{{/product}}{{{raw.x}}}";
+
+    t = lc_tpl_compile(text, sizeof(text) - 1, &alloc, err, sizeof(err));
+
+    ok(t != NULL, "uses: compiles");
+
+    if (t == NULL) {
+        return;
+    }
+
+    ok(lc_tpl_uses(t, "visitor", 7),
+       "uses: a dotted name counts by its first part");
+    ok(lc_tpl_uses(t, "cart", 4), "uses: a section");
+    ok(lc_tpl_uses(t, "count", 5), "uses: a name inside a section");
+    ok(lc_tpl_uses(t, "product", 7), "uses: an inverted section");
+    ok(lc_tpl_uses(t, "raw", 3), "uses: a raw tag");
+    ok(!lc_tpl_uses(t, "recent", 6), "uses: not a comment");
+    ok(!lc_tpl_uses(t, "stage", 5), "uses: not a later part of a name");
+    ok(!lc_tpl_uses(t, "vis", 3), "uses: not a prefix");
 }
