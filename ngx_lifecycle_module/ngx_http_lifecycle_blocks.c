@@ -274,7 +274,7 @@ ngx_http_lifecycle_template(ngx_conf_t *cf, ngx_str_t *file, lc_tpl_t **tpl,
     ngx_uint_t *uses)
 {
     char        err[128];
-    ngx_str_t   name, text;
+    ngx_str_t   name, text, field;
     ngx_uint_t  i;
     lc_alloc_t  a;
 
@@ -315,6 +315,16 @@ ngx_http_lifecycle_template(ngx_conf_t *cf, ngx_str_t *file, lc_tpl_t **tpl,
                         ngx_strlen(ngx_http_lifecycle_data_names[i].name)))
         {
             *uses |= ngx_http_lifecycle_data_names[i].bit;
+        }
+    }
+
+    /* the profile keeps the top category in a field of its own */
+
+    if (*uses & NGX_HTTP_LIFECYCLE_USES_TOP_CATEGORY) {
+        ngx_str_set(&field, "topc");
+
+        if (ngx_http_lifecycle_want(cf, &field) != NGX_OK) {
+            return NGX_CONF_ERROR;
         }
     }
 

@@ -959,8 +959,7 @@ ngx_http_lifecycle_regex_free(void *data)
  */
 
 static char  *ngx_http_lifecycle_always_wanted[] = {
-    "views", "t:product", "t:category", "cart", "purchases", "first",
-    "country", "optin", "topc", NULL
+    "views", "cart", "purchases", "country", "optin", NULL
 };
 
 

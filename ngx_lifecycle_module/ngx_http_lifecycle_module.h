@@ -240,7 +240,6 @@ typedef struct {
     ngx_uint_t                  type_views[NGX_HTTP_LIFECYCLE_VIEW_NTYPES];
     ngx_uint_t                  cart;
     ngx_uint_t                  purchases;
-    uint64_t                    first;         /* ms */
     uint64_t                    previous;      /* last activity before, ms */
     ngx_str_t                   country;
     ngx_str_t                   optin;

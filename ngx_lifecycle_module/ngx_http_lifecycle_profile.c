@@ -669,9 +669,6 @@ ngx_http_lifecycle_profile_parse(ngx_http_request_t *r, void *reply)
         } else if (ngx_http_lifecycle_field_is(f, "purchases")) {
             p->purchases = ngx_http_lifecycle_profile_number(v);
 
-        } else if (ngx_http_lifecycle_field_is(f, "first")) {
-            p->first = ngx_http_lifecycle_profile_number(v);
-
         } else if (ngx_http_lifecycle_field_is(f, "country")) {
             rc = ngx_http_lifecycle_profile_string(r, &p->country, v);
 

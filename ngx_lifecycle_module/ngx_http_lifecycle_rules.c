@@ -280,6 +280,20 @@ ngx_http_lifecycle_cond_parse(ngx_conf_t *cf, ngx_str_t *text,
         cond->field = f->field;
         numeric = f->numeric;
 
+        if (f->field == NGX_HTTP_LIFECYCLE_F_PRODUCT_VIEWS
+            || f->field == NGX_HTTP_LIFECYCLE_F_CATEGORY_VIEWS)
+        {
+            ngx_str_set(&name, "t:product");
+
+            if (f->field == NGX_HTTP_LIFECYCLE_F_CATEGORY_VIEWS) {
+                ngx_str_set(&name, "t:category");
+            }
+
+            if (ngx_http_lifecycle_want(cf, &name) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+        }
+
         /* "category:shoes" is the profile field "c:shoes": ask for it */
 
         if (cond->key.len) {
