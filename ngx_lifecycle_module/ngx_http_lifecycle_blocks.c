@@ -318,10 +318,18 @@ ngx_http_lifecycle_template(ngx_conf_t *cf, ngx_str_t *file, lc_tpl_t **tpl,
         }
     }
 
-    /* the profile keeps the top category in a field of its own */
+    /* the top category and the country are profile fields of their own */
 
     if (*uses & NGX_HTTP_LIFECYCLE_USES_TOP_CATEGORY) {
         ngx_str_set(&field, "topc");
+
+        if (ngx_http_lifecycle_want(cf, &field) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (*uses & NGX_HTTP_LIFECYCLE_USES_VISITOR) {
+        ngx_str_set(&field, "country");
 
         if (ngx_http_lifecycle_want(cf, &field) != NGX_OK) {
             return NGX_CONF_ERROR;

@@ -41,7 +41,7 @@ ngx_http_lifecycle_geoip2(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     int                  status;
     MMDB_s              *mmdb;
     ngx_err_t            err;
-    ngx_str_t           *value, name;
+    ngx_str_t           *value, name, field;
     ngx_pool_cleanup_t  *cln;
 
     if (lmcf->geoip2) {
@@ -80,6 +80,13 @@ ngx_http_lifecycle_geoip2(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     cln->handler = ngx_http_lifecycle_geo_cleanup;
 
     lmcf->geoip2 = mmdb;
+
+    /* a visitor whose address the database does not know keeps the last */
+    ngx_str_set(&field, "country");
+
+    if (ngx_http_lifecycle_want(cf, &field) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }

@@ -959,7 +959,7 @@ ngx_http_lifecycle_regex_free(void *data)
  */
 
 static char  *ngx_http_lifecycle_always_wanted[] = {
-    "views", "cart", "purchases", "country", "optin", NULL
+    "views", "cart", "purchases", "optin", NULL
 };
 
 

@@ -281,12 +281,16 @@ ngx_http_lifecycle_cond_parse(ngx_conf_t *cf, ngx_str_t *text,
         numeric = f->numeric;
 
         if (f->field == NGX_HTTP_LIFECYCLE_F_PRODUCT_VIEWS
-            || f->field == NGX_HTTP_LIFECYCLE_F_CATEGORY_VIEWS)
+            || f->field == NGX_HTTP_LIFECYCLE_F_CATEGORY_VIEWS
+            || f->field == NGX_HTTP_LIFECYCLE_F_COUNTRY)
         {
             ngx_str_set(&name, "t:product");
 
             if (f->field == NGX_HTTP_LIFECYCLE_F_CATEGORY_VIEWS) {
                 ngx_str_set(&name, "t:category");
+
+            } else if (f->field == NGX_HTTP_LIFECYCLE_F_COUNTRY) {
+                ngx_str_set(&name, "country");
             }
 
             if (ngx_http_lifecycle_want(cf, &name) != NGX_OK) {
