@@ -23,6 +23,10 @@
 #define LC_KEY_EVENTS         "ev"
 #define LC_KEY_IDLE           "idle"
 
+/* "lc:{hh}:P:PID" a person, "lc:{hh}:E:EHASH" the person of an address */
+#define LC_KEY_PERSON         "P:"
+#define LC_KEY_EMAIL          "E:"
+
 /* suffixes of "lc:{hh}:v:VID" */
 #define LC_KEY_SEARCHES       ":q"
 #define LC_KEY_CART           ":cart"
