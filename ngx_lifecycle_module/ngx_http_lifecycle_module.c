@@ -1029,7 +1029,9 @@ ngx_http_lifecycle_init(ngx_conf_t *cf)
         return NGX_OK;
     }
 
-    ngx_http_lifecycle_profile_init();
+    if (ngx_http_lifecycle_profile_init(cf, lmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     /*
      * Precontent: after access checks, before try_files and the content

@@ -128,6 +128,8 @@ typedef struct {
     struct MMDB_s              *geoip2;        /* NULL: no database */
     lc_catalog_t               *catalog;
     ngx_array_t                *wanted;        /* profile fields, ngx_str_t */
+    ngx_str_t                   script;        /* the profile script */
+    u_char                      script_sha[40];
 } ngx_http_lifecycle_main_conf_t;
 
 
@@ -291,6 +293,8 @@ typedef struct {
     unsigned                    new_visitor:1;
     unsigned                    waiting:1;
     unsigned                    retried:1;
+    unsigned                    recent:1;      /* asked for with the profile */
+    unsigned                    cart:1;
 } ngx_http_lifecycle_ctx_t;
 
 
@@ -374,7 +378,8 @@ void ngx_http_lifecycle_redis_timed_out(void);
 ngx_uint_t ngx_http_lifecycle_redis_behind(void);
 
 /* profile: the one script call of a tracked request */
-void ngx_http_lifecycle_profile_init(void);
+ngx_int_t ngx_http_lifecycle_profile_init(ngx_conf_t *cf,
+    ngx_http_lifecycle_main_conf_t *lmcf);
 ngx_str_t *ngx_http_lifecycle_profile_script(void);
 ngx_int_t ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
     ngx_http_lifecycle_ctx_t *ctx);

@@ -20,6 +20,9 @@
 /* one request in this many per worker also trims the shard's idle set */
 #define NGX_HTTP_LIFECYCLE_TRIM_EVERY  128
 
+/* the fields the script reads for itself, before those wanted back */
+#define NGX_HTTP_LIFECYCLE_OWN_FIELDS  12
+
 
 enum {
     NGX_HTTP_LIFECYCLE_ARG_CMD = 0,
@@ -28,16 +31,10 @@ enum {
     NGX_HTTP_LIFECYCLE_ARG_KEY,
     NGX_HTTP_LIFECYCLE_ARG_NOW,
     NGX_HTTP_LIFECYCLE_ARG_SESSION_TIMEOUT,
-    NGX_HTTP_LIFECYCLE_ARG_TTL,
-    NGX_HTTP_LIFECYCLE_ARG_FIRST,
     NGX_HTTP_LIFECYCLE_ARG_TYPE,
     NGX_HTTP_LIFECYCLE_ARG_ID,
     NGX_HTTP_LIFECYCLE_ARG_CATEGORY,
-    NGX_HTTP_LIFECYCLE_ARG_URI,
-    NGX_HTTP_LIFECYCLE_ARG_PREFIX,
-    NGX_HTTP_LIFECYCLE_ARG_VID,
-    NGX_HTTP_LIFECYCLE_ARG_TRIM,
-    NGX_HTTP_LIFECYCLE_ARG_CONTENT,
+    NGX_HTTP_LIFECYCLE_ARG_OPTIONS,
     NGX_HTTP_LIFECYCLE_ARG_GROUP,
     NGX_HTTP_LIFECYCLE_ARG_COUNTRY,
     NGX_HTTP_LIFECYCLE_ARG_CITY,
@@ -46,210 +43,583 @@ enum {
 
 
 /*
- * KEYS[1] the profile "lc:{hh}:v:VID"; the other keys are named from
- * ARGV (prefix "lc:{hh}:" and VID) and share its slot.
- * ARGV: now(ms) session_timeout(ms) ttl(s) first(0|1) type id category
- *       uri prefix vid trim_before(ms|0) cart(0|1) group country city
- *       and then the profile fields the module wants back.
- * Answer: { visits, session, new_session, previous_activity(ms|0),
- *           { field, value, ... } of the wanted fields that are set },
- *           and when cart is 1 (a template shows the cart) also the
- *           HGETALL of the cart.
+ * The script is made when the configuration is loaded: the retention
+ * and the profile fields the configuration reads are written into it
+ * (@NAME@ below), so a call carries only what the request knows.
  *
- * A view is one HMGET and one HSET of the profile, which also holds the
- * current session ("s." fields), and one XADD. A session is copied to
- * its own hash when the next one starts; the idle index, the TTLs and
- * that copy are written at session starts (and TTLs once a day).
+ * KEYS[1] the profile "lc:{hh}:v:VID"; the other keys are named from it
+ * ("lc:{hh}:" is its first 8 bytes, VID what follows "v:") and share its
+ * slot.
+ * ARGV: now(ms) session_timeout(ms) type id category options
+ *       [group country city], options being letters: n a new visitor
+ *       (cookie just issued), r answer the recent products, k answer the
+ *       cart, t trim the idle index.
+ * Answer: { session, new_session(0|1), previous_activity(ms|0),
+ *           the wanted fields in configuration order (after this
+ *           request), [recent list], [HGETALL of the cart] }.
+ *
+ * The first request of a new visitor stores "visits" as 0: session 1,
+ * until the cookie comes back; that request then gives the keys the
+ * retention and the session its idle entry.
+ *
+ * A steady view is one HMGET and one HSET of the profile and one XADD.
+ * Numbers go to Redis as string.format('%d') strings: a Lua number
+ * given to redis.call is printed with "%.17g", which costs far more.
+ * Lists ("r", "s.p", "s.c") are "\nid\nid\n", newest first, trimmed back
+ * to their bound by one pattern once longer than 16 bytes an entry.
  */
-static ngx_str_t  ngx_http_lifecycle_script = ngx_string(
-"local v = KEYS[1]\n"
-"local now = tonumber(ARGV[1])\n"
-"local ttl = ARGV[3]\n"
-"local first = ARGV[4] == '1'\n"
-"local typ, id, cat = ARGV[5], ARGV[6], ARGV[7]\n"
-"local prefix, vid = ARGV[9], ARGV[10]\n"
-"local grp, country, city = ARGV[13], ARGV[14], ARGV[15]\n"
+static char  ngx_http_lifecycle_script_template[] =
+"local v, now, typ, id, cat, o = KEYS[1], ARGV[1], ARGV[3], ARGV[4],\n"
+"  ARGV[5], ARGV[6]\n"
+"local grp, country, city = ARGV[7] or '', ARGV[8] or '', ARGV[9] or ''\n"
+"local find, sub, fmt, floor = string.find, string.sub, string.format,\n"
+"  math.floor\n"
+"local first = o ~= '' and find(o, 'n', 1, true)\n"
 "if typ == 'category' and id ~= '' then cat = id end\n"
-"local tf = 't:' .. typ\n"
-"local pf = (typ == 'product' and id ~= '') and 'p:' .. id or 'views'\n"
-"local cf = (typ ~= '' and cat ~= '') and 'c:' .. cat or 'views'\n"
-"local names = {'sess', 'sess_last', 'visits', 'exp', 'views', tf, pf,\n"
-"               cf, 'r', 'topn', 'cart', 'purchases', 's.start',\n"
-"               's.views', 's.p', 's.c', 's.cart_adds', 's.purchase'}\n"
-"local base = #names\n"
-"for i = 16, #ARGV do names[#names + 1] = ARGV[i] end\n"
-"local got = redis.call('HMGET', v, unpack(names))\n"
-"local sess = tonumber(got[1]) or 0\n"
-"local visits = tonumber(got[3]) or 0\n"
-"local ns = 0\n"
-"local upd = {sess_last = now, last = now}\n"
-"if sess == 0 or now - (tonumber(got[2]) or 0) > tonumber(ARGV[2]) then\n"
-"  if sess > 0 then\n"
-"    local old = prefix .. 's:' .. vid .. ':' .. sess\n"
-"    redis.call('HSET', old, 'start', got[13] or got[2], 'last', got[2],\n"
-"               'views', got[14] or 0, 'p', got[15] or '',\n"
-"               'c', got[16] or '', 'cart_adds', got[17] or 0,\n"
-"               'purchase', got[18] or '')\n"
-"    redis.call('EXPIRE', old, ttl)\n"
-"  end\n"
-"  visits = visits + 1\n"
-"  sess = visits\n"
-"  ns = 1\n"
-"  upd.visits = visits\n"
-"  upd.sess = sess\n"
-"  if visits == 1 then upd.first = now end\n"
-"  upd['s.start'] = now\n"
-"  upd['s.views'] = 0\n"
-"  upd['s.p'] = ''\n"
-"  upd['s.c'] = ''\n"
-"  upd['s.cart_adds'] = 0\n"
-"  upd['s.purchase'] = ''\n"
-"  got[14], got[15], got[16], got[17] = 0, '', '', 0\n"
+"local tf, pf, cf = 't:' .. typ, 'p:' .. id, 'c:' .. cat\n"
+"local g = {@FALSES@}\n"
+"if not first then\n"
+"  g = redis.call('HMGET', v, 'visits', 'last', 'views', tf, pf, cf,\n"
+"    'topn', 'r', 's.p', 's.c', 'cart', 'purchases'@FIELDS@)\n"
 "end\n"
-"local function push(list, x, max)\n"
-"  if not list or list == '' or list == x then return x end\n"
-"  local l = '\\n' .. list .. '\\n'\n"
-"  local i = string.find(l, '\\n' .. x .. '\\n', 1, true)\n"
-"  if i then\n"
-"    l = string.sub(l, 1, i) .. string.sub(l, i + #x + 2)\n"
-"  elseif select(2, string.gsub(l, '\\n', '')) > max then\n"
-"    l = string.match(l, '^(.*\\n)[^\\n]+\\n$')\n"
+"local t = tonumber(now)\n"
+"local sess = tonumber(g[1]) or 0\n"
+"local last = tonumber(g[2]) or 0\n"
+"local ns, refresh, topc = 0, false, nil\n"
+"local pre, vid = sub(v, 1, 8), sub(v, 11)\n"
+"local h = {'HSET', v, 'last', now@SLOTS@}\n"
+"local n = 4\n"
+"local back = g[1] == '0'\n"
+"if back then sess = 1 end\n"
+"if sess == 0 or t - last > tonumber(ARGV[2]) then\n"
+"  if sess > 0 then\n"
+"    local s = redis.call('HMGET', v, 's.start', 's.v0', 's.cart_adds',\n"
+"      's.purchase')\n"
+"    local old = pre .. 's:' .. vid .. ':' .. g[1]\n"
+"    redis.call('HSET', old, 'start', s[1] or g[2], 'last', g[2],\n"
+"      'views', fmt('%d', (tonumber(g[3]) or 0) - (tonumber(s[2]) or 0)),\n"
+"      'p', g[9] or '', 'c', g[10] or '', 'cart_adds', s[3] or '0',\n"
+"      'purchase', s[4] or '')\n"
+"    redis.call('EXPIRE', old, @TTL@)\n"
 "  end\n"
-"  return x .. string.sub(l, 1, -2)\n"
+"  sess = sess + 1\n"
+"  ns = 1\n"
+"  g[9], g[10] = false, false\n"
+"  h[5], h[6], h[7], h[8] = 'visits', first and '0' or fmt('%d', sess),\n"
+"    's.start', now\n"
+"  h[9], h[10], h[11], h[12] = 's.v0', g[3] or '0', 's.cart_adds', '0'\n"
+"  h[13], h[14], h[15], h[16] = 's.purchase', '', 's.p', ''\n"
+"  h[17], h[18] = 's.c', ''\n"
+"  n = 18\n"
+"  if sess == 1 then h[19], h[20] = 'first', now; n = 20 end\n"
+"  refresh = not first\n"
+"elseif back then\n"
+"  h[5], h[6] = 'visits', '1'\n"
+"  n = 6\n"
+"  refresh = true\n"
+"elseif floor(t / 86400000) ~= floor(last / 86400000) then\n"
+"  refresh = true\n"
+"end\n"
+"local function push(l, x, trim, max)\n"
+"  if not l or l == '' then return '\\n' .. x .. '\\n' end\n"
+"  local i = find(l, '\\n' .. x .. '\\n', 1, true)\n"
+"  if i == 1 then return l end\n"
+"  if i then\n"
+"    l = '\\n' .. x .. sub(l, 1, i) .. sub(l, i + #x + 2)\n"
+"  else\n"
+"    l = '\\n' .. x .. l\n"
+"  end\n"
+"  if #l > max then l = string.match(l, trim) or l end\n"
+"  return l\n"
+"end\n"
+"local function set(f, x)\n"
+"  h[n + 1], h[n + 2] = f, x\n"
+"  n = n + 2\n"
 "end\n"
 "if typ ~= '' then\n"
-"  upd.views = (tonumber(got[5]) or 0) + 1\n"
-"  upd[tf] = (tonumber(got[6]) or 0) + 1\n"
-"  upd['s.views'] = (tonumber(got[14]) or 0) + 1\n"
+"  g[3] = (tonumber(g[3]) or 0) + 1\n"
+"  g[4] = (tonumber(g[4]) or 0) + 1\n"
+"  set('views', fmt('%d', g[3]))\n"
+"  set(tf, fmt('%d', g[4]))\n"
+"  local ev = {'XADD', pre .. '" LC_KEY_EVENTS "', 'MAXLEN', '~', '"
+                NGX_HTTP_LIFECYCLE_STR(LC_STREAM_MAXLEN) "', '*',\n"
+"    'type', typ, 'vid', vid, 'sess', fmt('%d', sess),\n"
+"    false, false, false, false, false, false, false, false, false, false}\n"
+"  local e = 12\n"
+"  local function add(f, x)\n"
+"    ev[e + 1], ev[e + 2] = f, x\n"
+"    e = e + 2\n"
+"  end\n"
 "  local cart = v .. '" LC_KEY_CART "'\n"
-"  if pf ~= 'views' then\n"
-"    upd[pf] = (tonumber(got[7]) or 0) + 1\n"
-"    upd.r = push(got[9], id, " NGX_HTTP_LIFECYCLE_STR(LC_RECENT_MAX) ")\n"
-"    upd['s.p'] = push(got[15], id, " NGX_HTTP_LIFECYCLE_STR(LC_SESSION_MAX)
-                                      ")\n"
+"  if id ~= '' then add('id', id) end\n"
+"  if typ == 'product' and id ~= '' then\n"
+"    g[5] = (tonumber(g[5]) or 0) + 1\n"
+"    g[8] = push(g[8], id, '@RECENT_TRIM@', @RECENT_BYTES@)\n"
+"    set(pf, fmt('%d', g[5]))\n"
+"    set('r', g[8])\n"
+"    set('s.p', push(g[9], id, '@SESSION_TRIM@', @SESSION_BYTES@))\n"
 "  elseif typ == 'search' and id ~= '' then\n"
 "    local q = v .. '" LC_KEY_SEARCHES "'\n"
 "    redis.call('LPUSH', q, id)\n"
 "    redis.call('LTRIM', q, 0, " NGX_HTTP_LIFECYCLE_STR(LC_SEARCHES_MAX)
                                  " - 1)\n"
-"    redis.call('EXPIRE', q, ttl)\n"
+"    redis.call('EXPIRE', q, first and @FIRST_TTL@ or @TTL@)\n"
 "  elseif typ == 'cart_add' and id ~= '' then\n"
 "    redis.call('HINCRBY', cart, id, 1)\n"
-"    upd.cart = (tonumber(got[11]) or 0) + 1\n"
-"    upd['s.cart_adds'] = (tonumber(got[17]) or 0) + 1\n"
-"    redis.call('EXPIRE', cart, ttl)\n"
+"    redis.call('EXPIRE', cart, first and @FIRST_TTL@ or @TTL@)\n"
+"    redis.call('HINCRBY', v, 's.cart_adds', 1)\n"
+"    g[11] = (tonumber(g[11]) or 0) + 1\n"
+"    set('cart', fmt('%d', g[11]))\n"
 "  elseif typ == 'cart_remove' and id ~= '' then\n"
-"    local n = tonumber(redis.call('HGET', cart, id))\n"
-"    if n then\n"
+"    local q = tonumber(redis.call('HGET', cart, id))\n"
+"    if q then\n"
 "      redis.call('HDEL', cart, id)\n"
-"      upd.cart = math.max((tonumber(got[11]) or 0) - n, 0)\n"
+"      g[11] = math.max((tonumber(g[11]) or 0) - q, 0)\n"
+"      set('cart', fmt('%d', g[11]))\n"
 "    end\n"
 "  elseif typ == 'purchase' then\n"
-"    upd.purchases = (tonumber(got[12]) or 0) + 1\n"
-"    upd.cart = 0\n"
-"    upd.last_purchase = now\n"
-"    upd.last_order = id\n"
-"    upd['s.purchase'] = id ~= '' and id or '1'\n"
+"    g[12] = (tonumber(g[12]) or 0) + 1\n"
+"    g[11] = 0\n"
+"    set('purchases', fmt('%d', g[12]))\n"
+"    set('cart', '0')\n"
+"    set('last_purchase', now)\n"
+"    set('last_order', id)\n"
+"    set('s.purchase', id ~= '' and id or '1')\n"
 "    redis.call('DEL', cart)\n"
 "    if id ~= '' then\n"
-"      local o = v .. '" LC_KEY_ORDERS "'\n"
-"      redis.call('LPUSH', o, id)\n"
-"      redis.call('LTRIM', o, 0, " NGX_HTTP_LIFECYCLE_STR(LC_ORDERS_MAX)
+"      local q = v .. '" LC_KEY_ORDERS "'\n"
+"      redis.call('LPUSH', q, id)\n"
+"      redis.call('LTRIM', q, 0, " NGX_HTTP_LIFECYCLE_STR(LC_ORDERS_MAX)
                                    " - 1)\n"
-"      redis.call('EXPIRE', o, ttl)\n"
+"      redis.call('EXPIRE', q, first and @FIRST_TTL@ or @TTL@)\n"
 "    end\n"
 "  end\n"
-"  if cf ~= 'views' then\n"
-"    local n = (tonumber(got[8]) or 0) + 1\n"
-"    upd[cf] = n\n"
-"    upd['s.c'] = push(got[16], cat, " NGX_HTTP_LIFECYCLE_STR(LC_SESSION_MAX)
-                                      ")\n"
-"    if n > (tonumber(got[10]) or 0) then\n"
-"      upd.topc = cat\n"
-"      upd.topn = n\n"
+"  if cat ~= '' then\n"
+"    if typ ~= 'category' then add('cat', cat) end\n"
+"    g[6] = (tonumber(g[6]) or 0) + 1\n"
+"    local cn = fmt('%d', g[6])\n"
+"    set(cf, cn)\n"
+"    set('s.c', push(g[10], cat, '@SESSION_TRIM@', @SESSION_BYTES@))\n"
+"    if g[6] > (tonumber(g[7]) or 0) then\n"
+"      topc = cat\n"
+"      set('topc', cat)\n"
+"      set('topn', cn)\n"
 "    end\n"
 "  end\n"
-"  local ev = {'XADD', prefix .. '" LC_KEY_EVENTS "', 'MAXLEN', '~', "
-                NGX_HTTP_LIFECYCLE_STR(LC_STREAM_MAXLEN) ", '*',\n"
-"              'type', typ, 'vid', vid, 'sess', sess,\n"
-"              'uri', ARGV[8]}\n"
-"  if id ~= '' then ev[#ev + 1] = 'id'; ev[#ev + 1] = id end\n"
-"  if ARGV[7] ~= '' then ev[#ev + 1] = 'cat'; ev[#ev + 1] = ARGV[7] end\n"
-"  if first then ev[#ev + 1] = 'new'; ev[#ev + 1] = '1' end\n"
-"  if ns == 1 then ev[#ev + 1] = 'ns'; ev[#ev + 1] = '1' end\n"
-"  if grp ~= '' then ev[#ev + 1] = 'grp'; ev[#ev + 1] = grp end\n"
-"  redis.call(unpack(ev))\n"
+"  if first then add('new', '1') end\n"
+"  if ns == 1 then add('ns', '1') end\n"
+"  if grp ~= '' then add('grp', grp) end\n"
+"  redis.call(unpack(ev, 1, e))\n"
 "end\n"
-"if grp ~= '' then upd.group = grp end\n"
-"if country ~= '' then upd.country = country end\n"
-"if city ~= '' then upd.city = city end\n"
-"local refresh = not first and (ns == 1 or\n"
-"                now - (tonumber(got[4]) or 0) > 86400000)\n"
-"if refresh then upd.exp = now end\n"
-"local cmd = {'HSET', v}\n"
-"for f, x in pairs(upd) do cmd[#cmd + 1] = f; cmd[#cmd + 1] = x end\n"
-"redis.call(unpack(cmd))\n"
+"if grp ~= '' then set('group', grp) end\n"
+"if country ~= '' then set('country', country) end\n"
+"if city ~= '' then set('city', city) end\n"
+"redis.call(unpack(h, 1, n))\n"
 "if first then\n"
-"  redis.call('EXPIRE', v, ttl)\n"
+"  redis.call('EXPIRE', v, @FIRST_TTL@)\n"
 "elseif refresh then\n"
-"  redis.call('EXPIRE', v, ttl)\n"
-"  redis.call('EXPIRE', v .. '" LC_KEY_SEARCHES "', ttl)\n"
-"  redis.call('EXPIRE', v .. '" LC_KEY_CART "', ttl)\n"
-"  redis.call('EXPIRE', v .. '" LC_KEY_ORDERS "', ttl)\n"
-"  redis.call('ZADD', prefix .. '" LC_KEY_IDLE "', now, vid .. ':' .. sess)\n"
+"  redis.call('EXPIRE', v, @TTL@)\n"
+"  redis.call('EXPIRE', v .. '" LC_KEY_SEARCHES "', @TTL@)\n"
+"  redis.call('EXPIRE', v .. '" LC_KEY_CART "', @TTL@)\n"
+"  redis.call('EXPIRE', v .. '" LC_KEY_ORDERS "', @TTL@)\n"
+"  redis.call('ZADD', pre .. '" LC_KEY_IDLE "', now, vid .. ':' .. sess)\n"
 "end\n"
-"if ARGV[11] ~= '0' then\n"
-"  redis.call('ZREMRANGEBYSCORE', prefix .. '" LC_KEY_IDLE "', '-inf',\n"
-"             ARGV[11])\n"
+"local a = {sess, ns, last@ANSWER@}\n"
+"if o ~= '' then\n"
+"  if find(o, 't', 1, true) then\n"
+"    redis.call('ZREMRANGEBYSCORE', pre .. '" LC_KEY_IDLE "', '-inf',\n"
+"      t - @TTL_MS@)\n"
+"  end\n"
+"  if find(o, 'r', 1, true) then a[#a + 1] = g[8] or '' end\n"
+"  if find(o, 'k', 1, true) then\n"
+"    a[#a + 1] = redis.call('HGETALL', v .. '" LC_KEY_CART "')\n"
+"  end\n"
 "end\n"
-"local out = {}\n"
-"for i = base + 1, #names do\n"
-"  local f = names[i]\n"
-"  local x = upd[f]\n"
-"  if x == nil then x = got[i] end\n"
-"  if x then out[#out + 1] = f; out[#out + 1] = tostring(x) end\n"
-"end\n"
-"local answer = {visits, sess, ns, tonumber(got[2]) or 0, out}\n"
-"if ARGV[12] == '1' then\n"
-"  answer[6] = redis.call('HGETALL', v .. '" LC_KEY_CART "')\n"
-"end\n"
-"return answer\n");
+"return a\n";
 
 
+static ngx_int_t ngx_http_lifecycle_profile_piece(ngx_conf_t *cf,
+    ngx_str_t *name, ngx_http_lifecycle_main_conf_t *lmcf, ngx_str_t *out);
+static u_char *ngx_http_lifecycle_lua_string(u_char *p, ngx_str_t *s);
+static ngx_str_t *ngx_http_lifecycle_repeat(ngx_conf_t *cf, char *first,
+    char *each, ngx_uint_t n, char *last);
 static void ngx_http_lifecycle_profile_reply(void *data, void *reply);
 static ngx_http_lifecycle_profile_t *ngx_http_lifecycle_profile_parse(
-    ngx_http_request_t *r, void *reply);
+    ngx_http_request_t *r, redisReply *rr);
 static ngx_int_t ngx_http_lifecycle_profile_send(ngx_http_request_t *r,
     ngx_http_lifecycle_ctx_t *ctx);
+static ngx_int_t ngx_http_lifecycle_profile_field(ngx_http_request_t *r,
+    ngx_http_lifecycle_profile_t *p, ngx_str_t *f, redisReply *v);
 static ngx_int_t ngx_http_lifecycle_profile_popup(ngx_http_request_t *r,
-    ngx_array_t *popups, redisReply *field, redisReply *value);
+    ngx_array_t *popups, ngx_str_t *field, redisReply *value);
 static ngx_int_t ngx_http_lifecycle_profile_recent(ngx_http_request_t *r,
     ngx_http_lifecycle_profile_t *p, redisReply *value);
 
 
-static u_char      ngx_http_lifecycle_script_sha[40];
 static ngx_uint_t  ngx_http_lifecycle_requests;
 
 
-void
-ngx_http_lifecycle_profile_init(void)
+/*
+ * Fields of the answer that the script has in hand after the request:
+ * its own counters (not read a second time), and what this request
+ * wrote when it knew it (else the value read).
+ */
+typedef struct {
+    ngx_str_t                   name;
+    char                       *expr;
+    ngx_uint_t                  read;     /* also read as a wanted field */
+} ngx_http_lifecycle_answer_t;
+
+
+static ngx_http_lifecycle_answer_t  ngx_http_lifecycle_answers[] = {
+    { ngx_string("views"), "g[3]", 0 },
+    { ngx_string("cart"), "g[11]", 0 },
+    { ngx_string("purchases"), "g[12]", 0 },
+    { ngx_string("visits"), "sess", 0 },
+    { ngx_string("topc"), "topc or g[%ui]", 1 },
+    { ngx_string("country"), "(country ~= '' and country) or g[%ui]", 1 },
+    { ngx_string("city"), "(city ~= '' and city) or g[%ui]", 1 },
+    { ngx_string("group"), "(grp ~= '' and grp) or g[%ui]", 1 },
+    { ngx_null_string, NULL, 0 }
+};
+
+
+static ngx_http_lifecycle_answer_t *
+ngx_http_lifecycle_answer(ngx_str_t *field)
 {
-    u_char      digest[20];
-    ngx_sha1_t  sha1;
+    ngx_http_lifecycle_answer_t  *a;
+
+    for (a = ngx_http_lifecycle_answers; a->expr; a++) {
+        if (a->name.len == field->len
+            && ngx_strncmp(a->name.data, field->data, field->len) == 0)
+        {
+            return a;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* makes the configuration's script and its SHA-1 (for EVALSHA) */
+
+ngx_int_t
+ngx_http_lifecycle_profile_init(ngx_conf_t *cf,
+    ngx_http_lifecycle_main_conf_t *lmcf)
+{
+    u_char      *p, *t, *end, digest[20];
+    size_t       len;
+    ngx_str_t    name, value;
+    ngx_uint_t   pass;
+    ngx_sha1_t   sha1;
+
+    len = 0;
+    p = NULL;
+
+    /* first pass measures, the second writes */
+
+    for (pass = 0; pass < 2; pass++) {
+
+        t = (u_char *) ngx_http_lifecycle_script_template;
+
+        for ( ;; ) {
+            end = (u_char *) ngx_strchr(t, '@');
+
+            if (end == NULL) {
+                end = t + ngx_strlen(t);
+            }
+
+            if (pass) {
+                p = ngx_cpymem(p, t, end - t);
+
+            } else {
+                len += end - t;
+            }
+
+            if (*end == '\0') {
+                break;
+            }
+
+            name.data = end + 1;
+            t = (u_char *) ngx_strchr(name.data, '@');
+            name.len = t - name.data;
+            t++;
+
+            if (ngx_http_lifecycle_profile_piece(cf, &name, lmcf, &value)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            if (pass) {
+                p = ngx_cpymem(p, value.data, value.len);
+
+            } else {
+                len += value.len;
+            }
+        }
+
+        if (pass == 0) {
+            lmcf->script.data = ngx_pnalloc(cf->pool, len);
+            if (lmcf->script.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            lmcf->script.len = len;
+            p = lmcf->script.data;
+        }
+    }
 
     ngx_sha1_init(&sha1);
-    ngx_sha1_update(&sha1, ngx_http_lifecycle_script.data,
-                    ngx_http_lifecycle_script.len);
+    ngx_sha1_update(&sha1, lmcf->script.data, lmcf->script.len);
     ngx_sha1_final(digest, &sha1);
 
-    ngx_hex_dump(ngx_http_lifecycle_script_sha, digest, sizeof(digest));
+    ngx_hex_dump(lmcf->script_sha, digest, sizeof(digest));
+
+    return NGX_OK;
+}
+
+
+/* the text of one @NAME@ of the template */
+
+static ngx_int_t
+ngx_http_lifecycle_profile_piece(ngx_conf_t *cf, ngx_str_t *name,
+    ngx_http_lifecycle_main_conf_t *lmcf, ngx_str_t *out)
+{
+    u_char                       *p;
+    size_t                        len;
+    ngx_str_t                    *w, *s;
+    ngx_uint_t                    i, k, extra;
+    ngx_http_lifecycle_answer_t  *a;
+
+    w = lmcf->wanted->elts;
+
+#define ngx_http_lifecycle_piece_is(n)                                        \
+    (name->len == sizeof(n) - 1 && ngx_strncmp(name->data, n, name->len) == 0)
+
+    if (ngx_http_lifecycle_piece_is("TTL")
+        || ngx_http_lifecycle_piece_is("TTL_MS")
+        || ngx_http_lifecycle_piece_is("FIRST_TTL")
+        || ngx_http_lifecycle_piece_is("RECENT_BYTES")
+        || ngx_http_lifecycle_piece_is("SESSION_BYTES"))
+    {
+        out->data = ngx_pnalloc(cf->pool, NGX_INT64_LEN);
+        if (out->data == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_lifecycle_piece_is("TTL")) {
+            p = ngx_sprintf(out->data, "%T", lmcf->retention);
+
+        } else if (ngx_http_lifecycle_piece_is("TTL_MS")) {
+            p = ngx_sprintf(out->data, "%T000", lmcf->retention);
+
+        } else if (ngx_http_lifecycle_piece_is("FIRST_TTL")) {
+            p = ngx_sprintf(out->data, "%d", LC_FIRST_REQUEST_TTL);
+
+        } else if (ngx_http_lifecycle_piece_is("RECENT_BYTES")) {
+            p = ngx_sprintf(out->data, "%d", LC_RECENT_MAX * 16);
+
+        } else {
+            p = ngx_sprintf(out->data, "%d", LC_SESSION_MAX * 16);
+        }
+
+        out->len = p - out->data;
+        return NGX_OK;
+    }
+
+    if (ngx_http_lifecycle_piece_is("RECENT_TRIM")
+        || ngx_http_lifecycle_piece_is("SESSION_TRIM"))
+    {
+        s = ngx_http_lifecycle_repeat(cf, "^", "\\n[^\\n]*",
+                                      ngx_http_lifecycle_piece_is(
+                                                          "RECENT_TRIM")
+                                      ? LC_RECENT_MAX : LC_SESSION_MAX,
+                                      "\\n");
+        if (s == NULL) {
+            return NGX_ERROR;
+        }
+
+        *out = *s;
+        return NGX_OK;
+    }
+
+    if (ngx_http_lifecycle_piece_is("SLOTS")) {
+        /* the most fields one request writes, less the four at the start */
+        s = ngx_http_lifecycle_repeat(cf, "", ", false", 46, "");
+        if (s == NULL) {
+            return NGX_ERROR;
+        }
+
+        *out = *s;
+        return NGX_OK;
+    }
+
+    /* wanted fields the script has not in hand are read after its own */
+
+    extra = 0;
+
+    for (i = 0; i < lmcf->wanted->nelts; i++) {
+        a = ngx_http_lifecycle_answer(&w[i]);
+
+        if (a == NULL || a->read) {
+            extra++;
+        }
+    }
+
+    if (ngx_http_lifecycle_piece_is("FALSES")) {
+        s = ngx_http_lifecycle_repeat(cf, "false",  ", false",
+                                      NGX_HTTP_LIFECYCLE_OWN_FIELDS - 1
+                                      + extra, "");
+        if (s == NULL) {
+            return NGX_ERROR;
+        }
+
+        *out = *s;
+        return NGX_OK;
+    }
+
+    if (!ngx_http_lifecycle_piece_is("FIELDS")
+        && !ngx_http_lifecycle_piece_is("ANSWER"))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "lifecycle: unknown script piece \"%V\"", name);
+        return NGX_ERROR;
+    }
+
+    /* a field quoted is at most 4 times as long, twice in an expression */
+
+    len = 0;
+
+    for (i = 0; i < lmcf->wanted->nelts; i++) {
+        len += 2 * (2 + 4 * w[i].len) + 64;
+    }
+
+    out->data = ngx_pnalloc(cf->pool, len);
+    if (out->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = out->data;
+    k = NGX_HTTP_LIFECYCLE_OWN_FIELDS;
+
+    for (i = 0; i < lmcf->wanted->nelts; i++) {
+        a = ngx_http_lifecycle_answer(&w[i]);
+
+        if (a == NULL || a->read) {
+            k++;
+
+            if (ngx_http_lifecycle_piece_is("FIELDS")) {
+                *p++ = ',';
+                *p++ = ' ';
+                p = ngx_http_lifecycle_lua_string(p, &w[i]);
+            }
+        }
+
+        if (ngx_http_lifecycle_piece_is("FIELDS")) {
+            continue;
+        }
+
+        *p++ = ',';
+        *p++ = ' ';
+
+        if (a) {
+            p = ngx_sprintf(p, a->expr, k);
+
+        } else if (w[i].len > 2 && w[i].data[1] == ':'
+                   && ngx_strchr("tpc", w[i].data[0]) != NULL)
+        {
+            /* "t:X", "p:X", "c:X": this request's own counter, or as read */
+            p = ngx_sprintf(p, "(%cf == ", w[i].data[0]);
+            p = ngx_http_lifecycle_lua_string(p, &w[i]);
+            p = ngx_sprintf(p, ") and g[%d] or g[%ui]",
+                            w[i].data[0] == 't' ? 4
+                            : w[i].data[0] == 'p' ? 5 : 6,
+                            k);
+
+        } else {
+            p = ngx_sprintf(p, "g[%ui]", k);
+        }
+    }
+
+    out->len = p - out->data;
+
+#undef ngx_http_lifecycle_piece_is
+
+    return NGX_OK;
+}
+
+
+/* a Lua string literal: bytes other than [A-Za-z0-9:._-] as \ddd */
+
+static u_char *
+ngx_http_lifecycle_lua_string(u_char *p, ngx_str_t *s)
+{
+    u_char      c;
+    ngx_uint_t  i;
+
+    *p++ = '\'';
+
+    for (i = 0; i < s->len; i++) {
+        c = s->data[i];
+
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+            || (c >= '0' && c <= '9') || c == ':' || c == '.' || c == '_'
+            || c == '-')
+        {
+            *p++ = c;
+
+        } else {
+            p = ngx_sprintf(p, "\\%03d", (int) c);
+        }
+    }
+
+    *p++ = '\'';
+
+    return p;
+}
+
+
+static ngx_str_t *
+ngx_http_lifecycle_repeat(ngx_conf_t *cf, char *first, char *each,
+    ngx_uint_t n, char *last)
+{
+    u_char      *p;
+    ngx_str_t   *s;
+    ngx_uint_t   i;
+
+    s = ngx_palloc(cf->pool, sizeof(ngx_str_t));
+    if (s == NULL) {
+        return NULL;
+    }
+
+    s->len = ngx_strlen(first) + n * ngx_strlen(each) + ngx_strlen(last);
+    s->data = ngx_pnalloc(cf->pool, s->len);
+    if (s->data == NULL) {
+        return NULL;
+    }
+
+    p = ngx_cpymem(s->data, first, ngx_strlen(first));
+
+    for (i = 0; i < n; i++) {
+        p = ngx_cpymem(p, each, ngx_strlen(each));
+    }
+
+    ngx_memcpy(p, last, ngx_strlen(last));
+
+    return s;
 }
 
 
 ngx_str_t *
 ngx_http_lifecycle_profile_script(void)
 {
-    return &ngx_http_lifecycle_script;
+    ngx_http_lifecycle_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_lifecycle_module);
+
+    return &lmcf->script;
 }
 
 
@@ -258,36 +628,32 @@ ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
     ngx_http_lifecycle_ctx_t *ctx)
 {
     u_char                          *p, *numbers;
-    time_t                           ttl;
-    ngx_str_t                       *wanted;
-    ngx_uint_t                       i, j, recent;
+    ngx_uint_t                       i, nargs;
     ngx_msec_t                       now;
     ngx_time_t                      *tp;
-    ngx_str_t                       *type, args[NGX_HTTP_LIFECYCLE_NARGS];
+    ngx_str_t                        args[NGX_HTTP_LIFECYCLE_NARGS];
     ngx_http_lifecycle_loc_conf_t   *llcf;
     ngx_http_lifecycle_srv_conf_t   *lscf;
     ngx_http_lifecycle_main_conf_t  *lmcf;
 
     lscf = ngx_http_get_module_srv_conf(r, ngx_http_lifecycle_module);
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_lifecycle_module);
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_lifecycle_module);
 
     ngx_memzero(args, sizeof(args));
 
-    /* key, then the numbers: one allocation for all the small strings */
+    /* key, numbers and options: one allocation for the small strings */
     numbers = ngx_pnalloc(r->pool, LC_PREFIX_LEN + sizeof("v:") - 1
-                                   + LC_VID_LEN + 5 * NGX_INT64_LEN);
+                                   + LC_VID_LEN + 2 * NGX_INT64_LEN + 4);
     if (numbers == NULL) {
         return NGX_ERROR;
     }
 
     tp = ngx_timeofday();
     now = (ngx_msec_t) tp->sec * 1000 + tp->msec;
-    ttl = ctx->new_visitor ? LC_FIRST_REQUEST_TTL : lmcf->retention;
 
     p = numbers;
 
-    args[NGX_HTTP_LIFECYCLE_ARG_PREFIX].data = p;
-    args[NGX_HTTP_LIFECYCLE_ARG_PREFIX].len = LC_PREFIX_LEN;
     args[NGX_HTTP_LIFECYCLE_ARG_KEY].data = p;
     p = lc_shard_prefix(p, lc_shard(ctx->vid));
     *p++ = 'v';
@@ -305,54 +671,49 @@ ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
     args[NGX_HTTP_LIFECYCLE_ARG_SESSION_TIMEOUT].len =
                        p - args[NGX_HTTP_LIFECYCLE_ARG_SESSION_TIMEOUT].data;
 
-    args[NGX_HTTP_LIFECYCLE_ARG_TTL].data = p;
-    p = ngx_sprintf(p, "%T", ttl);
-    args[NGX_HTTP_LIFECYCLE_ARG_TTL].len =
-                                   p - args[NGX_HTTP_LIFECYCLE_ARG_TTL].data;
+    /* options; the recent products and the cart only for templates */
 
-    args[NGX_HTTP_LIFECYCLE_ARG_TRIM].data = p;
-
-    if (++ngx_http_lifecycle_requests % NGX_HTTP_LIFECYCLE_TRIM_EVERY == 0) {
-        p = ngx_sprintf(p, "%M",
-                        now - (ngx_msec_t) lmcf->retention * 1000);
-    } else {
-        *p++ = '0';
-    }
-
-    args[NGX_HTTP_LIFECYCLE_ARG_TRIM].len =
-                                  p - args[NGX_HTTP_LIFECYCLE_ARG_TRIM].data;
-
-    ngx_str_set(&args[NGX_HTTP_LIFECYCLE_ARG_CMD], "EVALSHA");
-    args[NGX_HTTP_LIFECYCLE_ARG_SCRIPT].data = ngx_http_lifecycle_script_sha;
-    args[NGX_HTTP_LIFECYCLE_ARG_SCRIPT].len = 40;
-    ngx_str_set(&args[NGX_HTTP_LIFECYCLE_ARG_NKEYS], "1");
+    args[NGX_HTTP_LIFECYCLE_ARG_OPTIONS].data = p;
 
     if (ctx->new_visitor) {
-        ngx_str_set(&args[NGX_HTTP_LIFECYCLE_ARG_FIRST], "1");
-    } else {
-        ngx_str_set(&args[NGX_HTTP_LIFECYCLE_ARG_FIRST], "0");
+        *p++ = 'n';
     }
 
+    ctx->recent = 0;
+    ctx->cart = 0;
+
+    if (ctx->group != NGX_HTTP_LIFECYCLE_GROUP_CONTROL) {
+        if (llcf->uses & NGX_HTTP_LIFECYCLE_USES_RECENT) {
+            ctx->recent = 1;
+            *p++ = 'r';
+        }
+
+        if (llcf->uses & NGX_HTTP_LIFECYCLE_USES_CART) {
+            ctx->cart = 1;
+            *p++ = 'k';
+        }
+    }
+
+    if (++ngx_http_lifecycle_requests % NGX_HTTP_LIFECYCLE_TRIM_EVERY == 0) {
+        *p++ = 't';
+    }
+
+    args[NGX_HTTP_LIFECYCLE_ARG_OPTIONS].len =
+                              p - args[NGX_HTTP_LIFECYCLE_ARG_OPTIONS].data;
+
+    ngx_str_set(&args[NGX_HTTP_LIFECYCLE_ARG_CMD], "EVALSHA");
+    args[NGX_HTTP_LIFECYCLE_ARG_SCRIPT].data = lmcf->script_sha;
+    args[NGX_HTTP_LIFECYCLE_ARG_SCRIPT].len = sizeof(lmcf->script_sha);
+    ngx_str_set(&args[NGX_HTTP_LIFECYCLE_ARG_NKEYS], "1");
+
     if (ctx->view) {
-        type = &ngx_http_lifecycle_view_types[ctx->view->type];
-        args[NGX_HTTP_LIFECYCLE_ARG_TYPE] = *type;
+        args[NGX_HTTP_LIFECYCLE_ARG_TYPE] =
+                               ngx_http_lifecycle_view_types[ctx->view->type];
         args[NGX_HTTP_LIFECYCLE_ARG_ID] = ctx->view_id;
         args[NGX_HTTP_LIFECYCLE_ARG_CATEGORY] = ctx->view_category;
     }
 
-    llcf = ngx_http_get_module_loc_conf(r, ngx_http_lifecycle_module);
-
-    /* the recent products and the cart only for templates that show them */
-
-    recent = 0;
-
-    if (ctx->group != NGX_HTTP_LIFECYCLE_GROUP_CONTROL) {
-        recent = (llcf->uses & NGX_HTTP_LIFECYCLE_USES_RECENT) != 0;
-
-        if (llcf->uses & NGX_HTTP_LIFECYCLE_USES_CART) {
-            ngx_str_set(&args[NGX_HTTP_LIFECYCLE_ARG_CONTENT], "1");
-        }
-    }
+    /* the group, the country and the city only when one is known */
 
     if (lscf->holdout) {
         args[NGX_HTTP_LIFECYCLE_ARG_GROUP] =
@@ -362,37 +723,26 @@ ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
     args[NGX_HTTP_LIFECYCLE_ARG_COUNTRY] = ctx->country;
     args[NGX_HTTP_LIFECYCLE_ARG_CITY] = ctx->city;
 
-    args[NGX_HTTP_LIFECYCLE_ARG_URI] = r->uri;
-    args[NGX_HTTP_LIFECYCLE_ARG_VID].data = ctx->vid;
-    args[NGX_HTTP_LIFECYCLE_ARG_VID].len = LC_VID_LEN;
+    nargs = NGX_HTTP_LIFECYCLE_NARGS;
 
-    /* then the profile fields wanted back, and the recent products */
+    if (args[NGX_HTTP_LIFECYCLE_ARG_GROUP].len == 0
+        && ctx->country.len == 0 && ctx->city.len == 0)
+    {
+        nargs = NGX_HTTP_LIFECYCLE_ARG_GROUP;
+    }
 
-    wanted = lmcf->wanted->elts;
-    ctx->argc = NGX_HTTP_LIFECYCLE_NARGS + lmcf->wanted->nelts + recent;
-
-    ctx->argv = ngx_palloc(r->pool, ctx->argc
-                                    * (sizeof(char *) + sizeof(size_t)));
+    ctx->argc = nargs;
+    ctx->argv = ngx_palloc(r->pool, nargs * (sizeof(char *) + sizeof(size_t)));
     if (ctx->argv == NULL) {
         return NGX_ERROR;
     }
 
-    ctx->argvlen = (size_t *) (ctx->argv + ctx->argc);
+    ctx->argvlen = (size_t *) (ctx->argv + nargs);
 
-    for (i = 0; i < NGX_HTTP_LIFECYCLE_NARGS; i++) {
+    for (i = 0; i < nargs; i++) {
         /* hiredis reads argvlen bytes: an empty string needs no buffer */
         ctx->argv[i] = args[i].data ? (const char *) args[i].data : "";
         ctx->argvlen[i] = args[i].len;
-    }
-
-    for (j = 0; j < lmcf->wanted->nelts; j++, i++) {
-        ctx->argv[i] = (const char *) wanted[j].data;
-        ctx->argvlen[i] = wanted[j].len;
-    }
-
-    if (recent) {
-        ctx->argv[i] = "r";
-        ctx->argvlen[i] = 1;
     }
 
     if (ctx->view) {
@@ -440,8 +790,11 @@ ngx_http_lifecycle_profile_reply(void *data, void *reply)
 {
     ngx_http_lifecycle_ctx_t  *ctx = data;
 
-    redisReply          *rr = reply;
-    ngx_http_request_t  *r;
+    size_t                           i, n;
+    redisReply                      *rr = reply;
+    ngx_str_t                       *script;
+    ngx_http_request_t              *r;
+    ngx_http_lifecycle_main_conf_t  *lmcf;
 
     ctx->pending = NULL;
     r = ctx->request;
@@ -456,13 +809,14 @@ ngx_http_lifecycle_profile_reply(void *data, void *reply)
         if (!ctx->retried && rr->len >= 8
             && ngx_strncmp(rr->str, "NOSCRIPT", 8) == 0)
         {
+            script = ngx_http_lifecycle_profile_script();
+
             ctx->retried = 1;
             ctx->argv[NGX_HTTP_LIFECYCLE_ARG_CMD] = "EVAL";
             ctx->argvlen[NGX_HTTP_LIFECYCLE_ARG_CMD] = 4;
             ctx->argv[NGX_HTTP_LIFECYCLE_ARG_SCRIPT] =
-                                  (const char *) ngx_http_lifecycle_script.data;
-            ctx->argvlen[NGX_HTTP_LIFECYCLE_ARG_SCRIPT] =
-                                                ngx_http_lifecycle_script.len;
+                                                 (const char *) script->data;
+            ctx->argvlen[NGX_HTTP_LIFECYCLE_ARG_SCRIPT] = script->len;
 
             if (ngx_http_lifecycle_profile_send(r, ctx) == NGX_AGAIN) {
                 return;
@@ -479,23 +833,23 @@ ngx_http_lifecycle_profile_reply(void *data, void *reply)
         goto wake;
     }
 
-    if (rr->type != REDIS_REPLY_ARRAY || rr->elements < 5
-        || rr->element[0]->type != REDIS_REPLY_INTEGER
-        || rr->element[1]->type != REDIS_REPLY_INTEGER
-        || rr->element[2]->type != REDIS_REPLY_INTEGER
-        || rr->element[3]->type != REDIS_REPLY_INTEGER
-        || rr->element[4]->type != REDIS_REPLY_ARRAY)
-    {
-        ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_ERRORS);
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_lifecycle_module);
 
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "lifecycle: unexpected reply from the profile script");
-        goto wake;
+    n = 3 + lmcf->wanted->nelts + ctx->recent + ctx->cart;
+
+    if (rr->type != REDIS_REPLY_ARRAY || rr->elements != n) {
+        goto unexpected;
     }
 
-    ctx->session = (ngx_uint_t) rr->element[1]->integer;
+    for (i = 0; i < 3; i++) {
+        if (rr->element[i]->type != REDIS_REPLY_INTEGER) {
+            goto unexpected;
+        }
+    }
 
-    if (rr->element[2]->integer) {
+    ctx->session = (ngx_uint_t) rr->element[0]->integer;
+
+    if (rr->element[1]->integer) {
         ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_SESSIONS_NEW);
         ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_GROUP_SESSIONS
                                     + ctx->group);
@@ -503,6 +857,15 @@ ngx_http_lifecycle_profile_reply(void *data, void *reply)
 
     /* the reply is freed when this returns: the profile is copied */
     ctx->profile = ngx_http_lifecycle_profile_parse(r, rr);
+
+    goto wake;
+
+unexpected:
+
+    ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_ERRORS);
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "lifecycle: unexpected reply from the profile script");
 
 wake:
 
@@ -518,10 +881,20 @@ wake:
 }
 
 
+/* a count: the script answers numbers it changed, strings it read */
+
 static ngx_uint_t
 ngx_http_lifecycle_profile_number(redisReply *value)
 {
     ngx_int_t  n;
+
+    if (value->type == REDIS_REPLY_INTEGER) {
+        return value->integer > 0 ? (ngx_uint_t) value->integer : 0;
+    }
+
+    if (value->type != REDIS_REPLY_STRING) {
+        return 0;
+    }
 
     n = ngx_atoi((u_char *) value->str, value->len);
 
@@ -531,7 +904,7 @@ ngx_http_lifecycle_profile_number(redisReply *value)
 
 static ngx_int_t
 ngx_http_lifecycle_profile_count(ngx_http_request_t *r, ngx_array_t *a,
-    redisReply *field, redisReply *value)
+    ngx_str_t *field, redisReply *value)
 {
     ngx_http_lifecycle_count_t  *c;
 
@@ -540,13 +913,9 @@ ngx_http_lifecycle_profile_count(ngx_http_request_t *r, ngx_array_t *a,
         return NGX_ERROR;
     }
 
+    /* the name is the configuration's, which outlives the request */
     c->key.len = field->len - 2;
-    c->key.data = ngx_pnalloc(r->pool, c->key.len);
-    if (c->key.data == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(c->key.data, field->str + 2, c->key.len);
+    c->key.data = field->data + 2;
     c->count = ngx_http_lifecycle_profile_number(value);
 
     return NGX_OK;
@@ -571,31 +940,32 @@ ngx_http_lifecycle_profile_string(ngx_http_request_t *r, ngx_str_t *s,
 
 #define ngx_http_lifecycle_field_is(f, name)                                  \
     ((f)->len == sizeof(name) - 1                                             \
-     && ngx_strncmp((f)->str, name, sizeof(name) - 1) == 0)
+     && ngx_strncmp((f)->data, name, sizeof(name) - 1) == 0)
 
 
 static ngx_http_lifecycle_profile_t *
-ngx_http_lifecycle_profile_parse(ngx_http_request_t *r, void *reply)
+ngx_http_lifecycle_profile_parse(ngx_http_request_t *r, redisReply *rr)
 {
-    redisReply                    *rr = reply;
+    size_t                           i, k;
+    ngx_str_t                       *wanted;
+    redisReply                      *hash, *f, *v;
+    ngx_http_lifecycle_ctx_t        *ctx;
+    ngx_http_lifecycle_count_t      *item;
+    ngx_http_lifecycle_profile_t    *p;
+    ngx_http_lifecycle_main_conf_t  *lmcf;
 
-    size_t                         i;
-    ngx_int_t                      rc;
-    ngx_uint_t                     t;
-    ngx_str_t                      type;
-    redisReply                    *hash, *f, *v;
-    ngx_http_lifecycle_count_t    *item;
-    ngx_http_lifecycle_profile_t  *p;
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_lifecycle_module);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_lifecycle_module);
 
     p = ngx_pcalloc(r->pool, sizeof(ngx_http_lifecycle_profile_t));
     if (p == NULL) {
         return NULL;
     }
 
-    if (ngx_array_init(&p->products, r->pool, 8,
+    if (ngx_array_init(&p->products, r->pool, 2,
                        sizeof(ngx_http_lifecycle_count_t))
         != NGX_OK
-        || ngx_array_init(&p->categories, r->pool, 4,
+        || ngx_array_init(&p->categories, r->pool, 2,
                           sizeof(ngx_http_lifecycle_count_t))
            != NGX_OK
         || ngx_array_init(&p->popups, r->pool, 1,
@@ -611,87 +981,38 @@ ngx_http_lifecycle_profile_parse(ngx_http_request_t *r, void *reply)
     }
 
     p->visits = (ngx_uint_t) rr->element[0]->integer;
-    p->previous = (uint64_t) rr->element[3]->integer;
-    hash = rr->element[4];
+    p->previous = (uint64_t) rr->element[2]->integer;
 
-    for (i = 0; i + 1 < hash->elements; i += 2) {
-        f = hash->element[i];
-        v = hash->element[i + 1];
+    wanted = lmcf->wanted->elts;
+    k = 3;
 
-        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
+    for (i = 0; i < lmcf->wanted->nelts; i++, k++) {
+        v = rr->element[k];
+
+        if (v->type != REDIS_REPLY_STRING && v->type != REDIS_REPLY_INTEGER) {
             continue;
         }
 
-        rc = NGX_OK;
-
-        if (f->len > 4 && ngx_strncmp(f->str, "pop:", 4) == 0) {
-            rc = ngx_http_lifecycle_profile_popup(r, &p->popups, f, v);
-
-        } else if (f->len > 2 && f->str[1] == ':') {
-
-            switch (f->str[0]) {
-
-            case 'p':
-                rc = ngx_http_lifecycle_profile_count(r, &p->products, f, v);
-                break;
-
-            case 'c':
-                rc = ngx_http_lifecycle_profile_count(r, &p->categories, f,
-                                                      v);
-                break;
-
-            case 't':
-                type.data = (u_char *) f->str + 2;
-                type.len = f->len - 2;
-
-                for (t = 0; t < NGX_HTTP_LIFECYCLE_VIEW_NTYPES; t++) {
-                    if (type.len == ngx_http_lifecycle_view_types[t].len
-                        && ngx_strncmp(type.data,
-                                       ngx_http_lifecycle_view_types[t].data,
-                                       type.len)
-                           == 0)
-                    {
-                        p->type_views[t] =
-                                     ngx_http_lifecycle_profile_number(v);
-                        break;
-                    }
-                }
-
-                break;
-            }
-
-        } else if (ngx_http_lifecycle_field_is(f, "views")) {
-            p->views = ngx_http_lifecycle_profile_number(v);
-
-        } else if (ngx_http_lifecycle_field_is(f, "cart")) {
-            p->cart = ngx_http_lifecycle_profile_number(v);
-
-        } else if (ngx_http_lifecycle_field_is(f, "purchases")) {
-            p->purchases = ngx_http_lifecycle_profile_number(v);
-
-        } else if (ngx_http_lifecycle_field_is(f, "country")) {
-            rc = ngx_http_lifecycle_profile_string(r, &p->country, v);
-
-        } else if (ngx_http_lifecycle_field_is(f, "optin")) {
-            rc = ngx_http_lifecycle_profile_string(r, &p->optin, v);
-
-        } else if (ngx_http_lifecycle_field_is(f, "topc")) {
-            rc = ngx_http_lifecycle_profile_string(r, &p->top_category, v);
-
-        } else if (ngx_http_lifecycle_field_is(f, "r")) {
-            rc = ngx_http_lifecycle_profile_recent(r, p, v);
-        }
-
-        if (rc != NGX_OK) {
+        if (ngx_http_lifecycle_profile_field(r, p, &wanted[i], v) != NGX_OK) {
             return NULL;
         }
     }
 
-    if (rr->elements < 6 || rr->element[5]->type != REDIS_REPLY_ARRAY) {
+    if (ctx->recent) {
+        v = rr->element[k++];
+
+        if (v->type == REDIS_REPLY_STRING
+            && ngx_http_lifecycle_profile_recent(r, p, v) != NGX_OK)
+        {
+            return NULL;
+        }
+    }
+
+    if (!ctx->cart || rr->element[k]->type != REDIS_REPLY_ARRAY) {
         return p;
     }
 
-    hash = rr->element[5];
+    hash = rr->element[k];
 
     for (i = 0; i + 1 < hash->elements; i += 2) {
         f = hash->element[i];
@@ -715,7 +1036,78 @@ ngx_http_lifecycle_profile_parse(ngx_http_request_t *r, void *reply)
 }
 
 
-/* "r": the recent product ids, newest first, one per line */
+/* one wanted field "f" of the answer into the profile */
+
+static ngx_int_t
+ngx_http_lifecycle_profile_field(ngx_http_request_t *r,
+    ngx_http_lifecycle_profile_t *p, ngx_str_t *f, redisReply *v)
+{
+    ngx_str_t   type;
+    ngx_uint_t  t;
+
+    if (f->len > 4 && ngx_strncmp(f->data, "pop:", 4) == 0) {
+        return ngx_http_lifecycle_profile_popup(r, &p->popups, f, v);
+    }
+
+    if (f->len > 2 && f->data[1] == ':') {
+
+        switch (f->data[0]) {
+
+        case 'p':
+            return ngx_http_lifecycle_profile_count(r, &p->products, f, v);
+
+        case 'c':
+            return ngx_http_lifecycle_profile_count(r, &p->categories, f, v);
+
+        case 't':
+            type.data = f->data + 2;
+            type.len = f->len - 2;
+
+            for (t = 0; t < NGX_HTTP_LIFECYCLE_VIEW_NTYPES; t++) {
+                if (type.len == ngx_http_lifecycle_view_types[t].len
+                    && ngx_strncmp(type.data,
+                                   ngx_http_lifecycle_view_types[t].data,
+                                   type.len)
+                       == 0)
+                {
+                    p->type_views[t] = ngx_http_lifecycle_profile_number(v);
+                    break;
+                }
+            }
+
+            return NGX_OK;
+        }
+
+        return NGX_OK;
+    }
+
+    if (ngx_http_lifecycle_field_is(f, "views")) {
+        p->views = ngx_http_lifecycle_profile_number(v);
+
+    } else if (ngx_http_lifecycle_field_is(f, "cart")) {
+        p->cart = ngx_http_lifecycle_profile_number(v);
+
+    } else if (ngx_http_lifecycle_field_is(f, "purchases")) {
+        p->purchases = ngx_http_lifecycle_profile_number(v);
+
+    } else if (v->type != REDIS_REPLY_STRING) {
+        return NGX_OK;
+
+    } else if (ngx_http_lifecycle_field_is(f, "country")) {
+        return ngx_http_lifecycle_profile_string(r, &p->country, v);
+
+    } else if (ngx_http_lifecycle_field_is(f, "optin")) {
+        return ngx_http_lifecycle_profile_string(r, &p->optin, v);
+
+    } else if (ngx_http_lifecycle_field_is(f, "topc")) {
+        return ngx_http_lifecycle_profile_string(r, &p->top_category, v);
+    }
+
+    return NGX_OK;
+}
+
+
+/* "r": the recent product ids, newest first, one per line, the first 20 */
 
 static ngx_int_t
 ngx_http_lifecycle_profile_recent(ngx_http_request_t *r,
@@ -731,7 +1123,7 @@ ngx_http_lifecycle_profile_recent(ngx_http_request_t *r,
     s = copy.data;
     last = copy.data + copy.len;
 
-    while (s < last) {
+    while (s < last && p->recent.nelts < LC_RECENT_MAX) {
         nl = ngx_strlchr(s, last, '\n');
         if (nl == NULL) {
             nl = last;
@@ -758,7 +1150,7 @@ ngx_http_lifecycle_profile_recent(ngx_http_request_t *r,
 
 static ngx_int_t
 ngx_http_lifecycle_profile_popup(ngx_http_request_t *r, ngx_array_t *popups,
-    redisReply *field, redisReply *value)
+    ngx_str_t *field, redisReply *value)
 {
     u_char                            *name, kind;
     size_t                             len;
@@ -767,14 +1159,14 @@ ngx_http_lifecycle_profile_popup(ngx_http_request_t *r, ngx_array_t *popups,
     ngx_http_lifecycle_popup_state_t  *st;
 
     if (field->len < sizeof("pop:x:n") - 1
-        || field->str[field->len - 2] != ':')
+        || field->data[field->len - 2] != ':')
     {
         return NGX_OK;
     }
 
-    name = (u_char *) field->str + 4;
+    name = field->data + 4;
     len = field->len - 6;
-    kind = field->str[field->len - 1];
+    kind = field->data[field->len - 1];
     n = ngx_http_lifecycle_profile_number(value);
 
     st = popups->elts;
@@ -795,12 +1187,8 @@ ngx_http_lifecycle_profile_popup(ngx_http_request_t *r, ngx_array_t *popups,
 
         ngx_memzero(st, sizeof(ngx_http_lifecycle_popup_state_t));
 
-        st->name.data = ngx_pnalloc(r->pool, len);
-        if (st->name.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(st->name.data, name, len);
+        /* the configuration's name: it outlives the request */
+        st->name.data = name;
         st->name.len = len;
 
     } else {

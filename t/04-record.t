@@ -19,6 +19,7 @@ $t->html('index.html', "home\n");
 $t->html('about.html', "about\n");
 $t->html('product/p1', "product p1\n");
 $t->html('product/p2', "product p2\n");
+$t->html("product/q$_", "product q$_\n") for 0 .. 70;
 $t->html('category/shoes', "category shoes\n");
 $t->html('search', "search\n");
 $t->html('checkout/thanks', "thanks\n");
@@ -98,6 +99,9 @@ wait_until { $t->http_get('/about.html')->header('X-Session') } timeout => 5
 
 # --- 1: first request of a new visitor ------------------------------------
 
+# a list kept in a profile field: ids between newlines, newest first
+sub list_of { [ grep { length } split /\n/, $_[0] // '' ] }
+
 my $t_before = $now_ms->();
 my $r = $t->http_get('/product/p1?cat=shoes');
 is($r->status, 200, 'product page 200');
@@ -114,8 +118,7 @@ is($p->{views}, 1, 'profile views 1');
 is($p->{'t:product'}, 1, 't:product 1');
 is($p->{'p:p1'}, 1, 'p:p1 1');
 is($p->{'c:shoes'}, 1, 'c:shoes 1 (category of a product view)');
-is($p->{visits}, 1, 'visits 1');
-is($p->{sess}, 1, 'sess 1');
+is($p->{visits}, 0, 'visits 0: session 1, until the cookie comes back');
 ok($p->{first} && $p->{first} >= $t_before - 5000 && $p->{first} <= $now_ms->() + 5000,
    'first is a time in ms') or diag "first=$p->{first}";
 is($p->{last}, $p->{first}, 'last = first');
@@ -125,7 +128,8 @@ ok($ttl > 0 && $ttl <= 3600, "first request: profile TTL <= 3600 (got $ttl)");
 my $sk1 = key_session($vid, 1);
 is($redis->cmd('EXISTS', $sk1), 0, 'first request: the session lives in the profile until it ends');
 ok($redis->hgetall($pk)->{'s.start'}, 'first request: session start (s.start)');
-is($redis->hgetall($pk)->{r}, 'p1', 'first request: recent products in the profile (field r)');
+is_deeply(list_of($redis->hgetall($pk)->{r}), ['p1'],
+          'first request: recent products in the profile (field r)');
 is($redis->cmd('ZSCORE', key_idle($vid), "$vid:1"), undef, 'first request: no idle entry');
 
 my $ev = events_of($vid);
@@ -133,7 +137,6 @@ is(scalar @$ev, 1, 'one event');
 my $e = $ev->[0] || {};
 is($e->{type}, 'product', 'event type');
 is($e->{sess}, 1, 'event sess');
-is($e->{uri}, '/product/p1', 'event uri ($uri, no args)');
 is($e->{id}, 'p1', 'event id');
 is($e->{cat}, 'shoes', 'event cat');
 is($e->{new}, 1, 'event new=1');
@@ -146,6 +149,7 @@ ok(!exists $e->{ts}, 'no separate ts field');
 
 $r = $t->http_get('/product/p2', Cookie => $cookie);
 is($r->header('X-Session'), "$vid-1", 'same session');
+is($redis->hgetall($pk)->{visits}, 1, 'cookie returned: visits 1');
 $ttl = $redis->ttl($pk);
 ok($ttl > 3600 && $ttl <= 90 * 86400, "cookie returned: profile TTL extended to retention (got $ttl)");
 my $idle = $redis->cmd('ZSCORE', key_idle($vid), "$vid:1");
@@ -205,7 +209,7 @@ $sum += $p->{$_} for grep { /^t:/ } keys %$p;
 is($p->{views}, $sum, "views ($p->{views}) = sum of t:* fields");
 is($p->{views}, 12, 'twelve views recorded');
 
-is_deeply([split /\n/, $p->{r}], ['p1', 'p2'],
+is_deeply(list_of($p->{r}), ['p1', 'p2'],
           'recent products (field r, one per line), newest first, once each');
 is($p->{topc}, 'shoes', 'top category');
 is($p->{topn}, 2, 'top category count');
@@ -213,12 +217,12 @@ is_deeply($redis->cmd('LRANGE', key_searches($vid), 0, -1), ['sandals', 'boots']
           'searches, newest first');
 is_deeply($redis->cmd('LRANGE', key_orders($vid), 0, -1), ['O123'], 'orders list');
 
-is($p->{'s.views'}, 12, 'session views 12');
-is_deeply([split /\n/, $p->{'s.p'}], ['p1', 'p2'], 'session products, newest first');
-is($p->{'s.c'}, 'shoes', 'session categories');
+is($p->{views} - ($p->{'s.v0'} // 0), 12, 'session views 12 (views - s.v0)');
+is_deeply(list_of($p->{'s.p'}), ['p1', 'p2'], 'session products, newest first');
+is_deeply(list_of($p->{'s.c'}), ['shoes'], 'session categories');
 is($p->{'s.cart_adds'}, 2, 'session cart_adds');
 is($p->{'s.purchase'}, 'O123', 'session purchase');
-ok($p->{'s.start'} && $p->{sess_last} >= $p->{'s.start'}, 'session start and last activity');
+ok($p->{'s.start'} && $p->{last} >= $p->{'s.start'}, 'session start and last activity');
 
 $ev = events_of($vid);
 is(scalar @$ev, 12, 'twelve events in the stream');
@@ -230,8 +234,28 @@ is_deeply([ map { $_->{id} // '' } @$ev[3, 4, 6, 7, 9, 10] ],
           ['boots', 'sandals', 'p2', 'p3', 'p3', 'O123'],
           'event ids: search terms, skus, order');
 is($ev->[2]{id}, 'shoes', 'category event id');
-ok(!(grep { !defined $_->{sess} || !defined $_->{uri} } @$ev),
-   'every event has sess and uri');
+ok(!(grep { !defined $_->{sess} || !defined $_->{vid} } @$ev),
+   'every event has vid and sess');
+
+# --- lists stay bounded -----------------------------------------------------
+
+{
+    my $lr = $t->http_get('/product/q0');
+    my ($lv) = split_cookie($lr->cookie('lc_vid') // '');
+    my $lc = 'lc_vid=' . $lr->cookie('lc_vid');
+    $t->http_get("/product/q$_", Cookie => $lc) for 1 .. 70;
+    my $lp = $redis->hgetall(key_profile($lv));
+    is_deeply([ @{ list_of($lp->{r}) }[0 .. 19] ], [ map { "q$_" } reverse 51 .. 70 ],
+              'recent products: the newest 20 first');
+    ok(length($lp->{r}) <= 20 * 16 + 8, 'recent products: the field stays bounded ('
+       . length($lp->{r}) . ' bytes)');
+    ok(@{ list_of($lp->{'s.p'}) } >= 50 && length($lp->{'s.p'}) <= 50 * 16 + 8,
+       'session products: at least the newest 50 kept, bounded');
+    is(list_of($lp->{'s.p'})->[0], 'q70', 'session products: newest first');
+    $t->http_get('/product/q60', Cookie => $lc);
+    is_deeply([ @{ list_of($redis->cmd('HGET', key_profile($lv), 'r')) }[0 .. 2] ], ['q60', 'q70', 'q69'],
+              'a product seen again moves to the front, once');
+}
 
 # --- internal redirects record once ---------------------------------------
 
@@ -275,7 +299,7 @@ ok(cookie_valid($c2, $t->secret), 'no rule: still a visitor cookie');
 my ($vid2) = split_cookie($c2 // '');
 is($r->header('X-Session'), "$vid2-1", 'no rule: session number');
 $p = $redis->hgetall(key_profile($vid2));
-is($p->{visits}, 1, 'no rule: profile touched (visits 1)');
+is($p->{visits}, 0, 'no rule: profile touched (visits 0, session 1)');
 ok(!$p->{views}, 'no rule: no view counted');
 is(scalar @{ events_of($vid2) }, 0, 'no rule: no event');
 
@@ -302,12 +326,11 @@ wait_until {
 is($got, "$vid3-2", 'after the session timeout: session 2');
 $p = $redis->hgetall(key_profile($vid3));
 is($p->{visits}, 2, 'visits 2');
-is($p->{sess}, 2, 'sess 2');
 my $s1 = $redis->hgetall(key_session($vid3, 1));
 ok($s1->{views} && $s1->{start} && $s1->{last},
    'session 1 copied to its own hash when session 2 started');
 ok($redis->ttl(key_session($vid3, 1)) > 0, 'the copy expires');
-is($p->{'s.views'}, 1, 'session 2 counts from 1 in the profile');
+is($p->{views} - $p->{'s.v0'}, 1, 'session 2 counts from 1 in the profile (views - s.v0)');
 $e = events_of($vid3)->[-1] || {};
 is($e->{sess}, 2, 'event sess 2');
 is($e->{ns}, 1, 'event ns=1 on a new session');

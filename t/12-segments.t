@@ -117,13 +117,13 @@ is($stage, 'loyal', 'three purchases: loyal');
 
 my $now = int(time() * 1000);
 my $day = 86400 * 1000;
-$t->redis_cmd('HSET', $key, 'sess_last', $now - 61 * $day);
+$t->redis_cmd('HSET', $key, 'last', $now - 61 * $day);
 ($stage, $seg) = visit('/');
 is($stage, 'at_risk', 'buyer back after 61 days: at_risk');
 like($seg, qr/\baway\b/, 'days_since_visit>=30');
 like($seg, qr/\breturning\b/, 'a new session counted: visits>=2');
 
-$t->redis_cmd('HSET', $key, 'sess_last', $now - 181 * $day);
+$t->redis_cmd('HSET', $key, 'last', $now - 181 * $day);
 ($stage) = visit('/');
 is($stage, 'lapsed', 'buyer back after 181 days: lapsed');
 
@@ -139,10 +139,10 @@ is($r->header('X-Stage'), 'new', 'engaged=2: first view new');
 $r = $t->http_get('/', @c2, -port => $t->port('PORT_ENGAGED'));
 is($r->header('X-Stage'), 'engaged', 'engaged=2: second view engaged');
 $t->redis_cmd('HSET', key_profile($v2), 'purchases', 2,
-              'sess_last', $now - 11 * $day);
+              'last', $now - 11 * $day);
 $r = $t->http_get('/', @c2, -port => $t->port('PORT_ENGAGED'));
 is($r->header('X-Stage'), 'at_risk', 'at_risk=10d');
-$t->redis_cmd('HSET', key_profile($v2), 'sess_last', $now - 21 * $day);
+$t->redis_cmd('HSET', key_profile($v2), 'last', $now - 21 * $day);
 $r = $t->http_get('/', @c2, -port => $t->port('PORT_ENGAGED'));
 is($r->header('X-Stage'), 'lapsed', 'lapsed=20d');
 $r = $t->http_get('/', @c2, -port => $t->port('PORT_ENGAGED'));
