@@ -53,7 +53,8 @@ enum {
  * ARGV: now(ms) session_timeout(ms) type id category options
  *       [group country city], options being letters: n a new visitor
  *       (cookie just issued), r answer the recent products, k answer the
- *       cart, t trim the idle index.
+ *       cart, t trim the shard's idle index and event stream (one request
+ *       in 128: a shard's stream outgrows its bound by about 128 events).
  * Answer: { session, new_session(0|1), previous_activity(ms|0),
  *           the wanted fields in configuration order (after this
  *           request), [recent list], [HGETALL of the cart] }.
@@ -141,11 +142,10 @@ static char  ngx_http_lifecycle_script_template[] =
 "  g[4] = (tonumber(g[4]) or 0) + 1\n"
 "  set('views', fmt('%d', g[3]))\n"
 "  set(tf, fmt('%d', g[4]))\n"
-"  local ev = {'XADD', pre .. '" LC_KEY_EVENTS "', 'MAXLEN', '~', '"
-                NGX_HTTP_LIFECYCLE_STR(LC_STREAM_MAXLEN) "', '*',\n"
+"  local ev = {'XADD', pre .. '" LC_KEY_EVENTS "', '*',\n"
 "    'type', typ, 'vid', vid, 'sess', fmt('%d', sess),\n"
 "    false, false, false, false, false, false, false, false, false, false}\n"
-"  local e = 12\n"
+"  local e = 9\n"
 "  local function add(f, x)\n"
 "    ev[e + 1], ev[e + 2] = f, x\n"
 "    e = e + 2\n"
@@ -229,6 +229,8 @@ static char  ngx_http_lifecycle_script_template[] =
 "  if find(o, 't', 1, true) then\n"
 "    redis.call('ZREMRANGEBYSCORE', pre .. '" LC_KEY_IDLE "', '-inf',\n"
 "      t - @TTL_MS@)\n"
+"    redis.call('XTRIM', pre .. '" LC_KEY_EVENTS "', 'MAXLEN', '~', "
+                NGX_HTTP_LIFECYCLE_STR(LC_STREAM_MAXLEN) ")\n"
 "  end\n"
 "  if find(o, 'r', 1, true) then a[#a + 1] = g[8] or '' end\n"
 "  if find(o, 'k', 1, true) then\n"
