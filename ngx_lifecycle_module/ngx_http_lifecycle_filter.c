@@ -74,6 +74,9 @@ typedef struct {
     ngx_chain_t                *zin;           /* compressed, not inflated */
     ngx_array_t                 zbufs;         /* of ngx_buf_t * */
 
+    /* a static page that may come as a file: from the page cache */
+    off_t                       page_size;
+
     unsigned                    popup_done:1;
     unsigned                    zdone:1;
 } ngx_http_lifecycle_filter_ctx_t;
@@ -99,6 +102,14 @@ static ngx_int_t ngx_http_lifecycle_emit_mem(ngx_http_request_t *r,
     ngx_http_lifecycle_filter_ctx_t *ctx, u_char *data, size_t len);
 static ngx_int_t ngx_http_lifecycle_hold(ngx_http_request_t *r,
     ngx_http_lifecycle_filter_ctx_t *ctx, u_char *data, size_t len);
+static ngx_int_t ngx_http_lifecycle_end(ngx_http_request_t *r,
+    ngx_http_lifecycle_filter_ctx_t *ctx, ngx_buf_t *buf, ngx_chain_t **tail,
+    ngx_buf_t *shadow);
+static ngx_int_t ngx_http_lifecycle_file_input(ngx_http_request_t *r,
+    ngx_http_lifecycle_filter_ctx_t *ctx, ngx_chain_t **in);
+static ngx_int_t ngx_http_lifecycle_replay(ngx_http_request_t *r,
+    ngx_http_lifecycle_filter_ctx_t *ctx, ngx_http_lifecycle_page_t *page,
+    ngx_buf_t *in);
 static ngx_int_t ngx_http_lifecycle_output(ngx_http_request_t *r,
     ngx_http_lifecycle_filter_ctx_t *ctx);
 static ngx_int_t ngx_http_lifecycle_inflate(ngx_http_request_t *r,
@@ -193,6 +204,7 @@ ngx_http_lifecycle_filter_start(ngx_http_request_t *r,
     ngx_uint_t                        gzip;
     ngx_pool_cleanup_t               *cln;
     ngx_http_lifecycle_filter_ctx_t  *ctx;
+    ngx_http_lifecycle_main_conf_t   *lmcf;
 
     type = &r->headers_out.content_type;
 
@@ -270,7 +282,23 @@ ngx_http_lifecycle_filter_start(ngx_http_request_t *r,
 
     ngx_http_set_ctx(r, ctx, ngx_http_lifecycle_filter_module);
 
-    r->filter_need_in_memory = 1;
+    /*
+     * A static file (no upstream) of a known, small size comes as a file
+     * buffer: the page cache has its bytes and markers. Anything else is
+     * read into memory for us by the copy filter.
+     */
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_lifecycle_module);
+
+    if (lmcf->page_cache && r->upstream == NULL && !gzip
+        && r->headers_out.content_length_n > 0
+        && r->headers_out.content_length_n <= NGX_HTTP_LIFECYCLE_PAGE_MAX)
+    {
+        ctx->page_size = r->headers_out.content_length_n;
+
+    } else {
+        r->filter_need_in_memory = 1;
+    }
 
     ngx_http_clear_content_length(r);
     ngx_http_clear_accept_ranges(r);
@@ -363,6 +391,12 @@ ngx_http_lifecycle_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_next_body_filter(r, in);
     }
 
+    if (in && ctx->page_size) {
+        if (ngx_http_lifecycle_file_input(r, ctx, &in) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
     if (in) {
         if (ngx_chain_add_copy(r->pool, ctx->zstream ? &ctx->zin : &ctx->in,
                                in)
@@ -405,10 +439,9 @@ static ngx_int_t
 ngx_http_lifecycle_parse(ngx_http_request_t *r,
     ngx_http_lifecycle_filter_ctx_t *ctx, ngx_buf_t *buf)
 {
-    u_char       *p, *last, *start, *mark;
-    ngx_buf_t    *b;
-    ngx_uint_t    m;
-    ngx_chain_t  *cl, **tail;
+    u_char        *p, *last, *start, *mark;
+    ngx_uint_t     m;
+    ngx_chain_t  **tail;
 
     tail = ctx->last_out;
 
@@ -520,6 +553,25 @@ ngx_http_lifecycle_parse(ngx_http_request_t *r,
         }
     }
 
+    return ngx_http_lifecycle_end(r, ctx, buf, tail, buf);
+}
+
+
+/*
+ * After the bytes of "buf": at the end of the page, a marker or a slot
+ * left open goes out as it was; the buffer's flags go on with the last
+ * output buffer made from it, which also shadows it (NULL: it was
+ * consumed already), so that it is released once that was sent.
+ */
+
+static ngx_int_t
+ngx_http_lifecycle_end(ngx_http_request_t *r,
+    ngx_http_lifecycle_filter_ctx_t *ctx, ngx_buf_t *buf, ngx_chain_t **tail,
+    ngx_buf_t *shadow)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
     if (buf->last_buf || buf->last_in_chain) {
 
         /* the page ended inside a marker or an unclosed slot: as it was */
@@ -548,8 +600,6 @@ ngx_http_lifecycle_parse(ngx_http_request_t *r,
         ctx->m_len = 0;
     }
 
-    /* the buffer is released once what came from it was sent */
-
     b = NULL;
 
     for (cl = *tail; cl; cl = cl->next) {
@@ -573,7 +623,250 @@ ngx_http_lifecycle_parse(ngx_http_request_t *r,
     b->last_buf = buf->last_buf;
     b->last_in_chain = buf->last_in_chain;
     b->flush = buf->flush || buf->recycled;
-    b->shadow = buf;
+    b->shadow = shadow;
+
+    return NGX_OK;
+}
+
+
+/*
+ * File buffers of a static page (the copy filter was not asked to read
+ * them): the whole file at once is sent from the page cache; what else
+ * comes as a file (a page the cache cannot hold, a part of one) is read
+ * here, into memory as big as the page at most.
+ */
+
+static ngx_int_t
+ngx_http_lifecycle_file_input(ngx_http_request_t *r,
+    ngx_http_lifecycle_filter_ctx_t *ctx, ngx_chain_t **in)
+{
+    off_t                       size;
+    ssize_t                     n;
+    ngx_buf_t                  *b, *m;
+    ngx_chain_t                *cl, *mem, **ll;
+    ngx_http_lifecycle_page_t  *page;
+
+    b = (*in)->buf;
+
+    if ((*in)->next == NULL && b->in_file && !ngx_buf_in_memory(b)
+        && b->file_pos == 0 && b->file_last == ctx->page_size
+        && b->last_buf && !b->file->directio
+        && ctx->in == NULL && ctx->busy == NULL && ctx->m_len == 0)
+    {
+        page = ngx_http_lifecycle_page_get(r, b);
+
+        if (page == NGX_HTTP_LIFECYCLE_PAGE_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (page) {
+            *in = NULL;
+            return ngx_http_lifecycle_replay(r, ctx, page, b);
+        }
+    }
+
+    mem = NULL;
+    ll = &mem;
+
+    for (cl = *in; cl; cl = cl->next) {
+        b = cl->buf;
+        m = b;
+
+        if (b->in_file && !ngx_buf_in_memory(b)) {
+            size = b->file_last - b->file_pos;
+
+            if (size > ctx->page_size) {
+                ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                              "lifecycle: file buffer of %O bytes "
+                              "in a page of %O", size, ctx->page_size);
+                return NGX_ERROR;
+            }
+
+            m = ngx_calloc_buf(r->pool);
+            if (m == NULL) {
+                return NGX_ERROR;
+            }
+
+            if (size) {
+                m->start = ngx_pnalloc(r->pool, size);
+                if (m->start == NULL) {
+                    return NGX_ERROR;
+                }
+
+                n = ngx_read_file(b->file, m->start, size, b->file_pos);
+
+                if (n == NGX_ERROR) {
+                    return NGX_ERROR;
+                }
+
+                if (n != size) {
+                    ngx_log_error(NGX_LOG_CRIT, r->connection->log, 0,
+                                  "lifecycle: \"%V\" changed while read",
+                                  &b->file->name);
+                    return NGX_ERROR;
+                }
+
+                m->pos = m->start;
+                m->last = m->start + size;
+                m->end = m->last;
+                m->temporary = 1;
+            }
+
+            m->last_buf = b->last_buf;
+            m->last_in_chain = b->last_in_chain;
+            m->flush = b->flush;
+            m->sync = (size == 0);
+
+            b->file_pos = b->file_last;
+        }
+
+        *ll = ngx_alloc_chain_link(r->pool);
+        if (*ll == NULL) {
+            return NGX_ERROR;
+        }
+
+        (*ll)->buf = m;
+        ll = &(*ll)->next;
+    }
+
+    *ll = NULL;
+    *in = mem;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A cached page: the markers are known, so the parser's work is only
+ * what it does at each of them. Inside a slot being filled only its
+ * closing marker counts, as when parsing.
+ */
+
+static ngx_int_t
+ngx_http_lifecycle_replay(ngx_http_request_t *r,
+    ngx_http_lifecycle_filter_ctx_t *ctx, ngx_http_lifecycle_page_t *page,
+    ngx_buf_t *in)
+{
+    u_char                     *start, *last;
+    ngx_buf_t                   buf;
+    ngx_uint_t                  i;
+    ngx_chain_t               **tail;
+    ngx_http_lifecycle_mark_t  *m;
+
+    ngx_memzero(&buf, sizeof(ngx_buf_t));
+
+    buf.pos = page->data;
+    buf.last = page->data + page->len;
+    buf.memory = 1;
+    buf.last_buf = in->last_buf;
+    buf.last_in_chain = in->last_in_chain;
+    buf.flush = in->flush;
+
+    tail = ctx->last_out;
+    start = buf.pos;
+    last = buf.last;
+
+    for (i = 0; i < page->nmarks; i++) {
+        m = &page->marks[i];
+
+        if (ctx->fill && m->type != NGX_HTTP_LIFECYCLE_M_CLOSE) {
+            continue;
+        }
+
+        if (m->type == NGX_HTTP_LIFECYCLE_M_OPEN) {
+            ngx_memcpy(ctx->name,
+                       page->data + m->start + sizeof(ngx_http_lifecycle_open)
+                       - 1, m->name_len);
+            ctx->name_len = m->name_len;
+        }
+
+        if (ngx_http_lifecycle_marker(r, ctx, m->type, &buf, &start,
+                                      page->data + m->start,
+                                      page->data + m->end)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ctx->fill) {
+        if (ngx_http_lifecycle_hold(r, ctx, start, last - start) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+    } else if (ngx_http_lifecycle_emit_run(r, ctx, &buf, start, last)
+               != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* the file is not needed: its bytes are in the cache, pinned */
+    in->file_pos = in->file_last;
+
+    return ngx_http_lifecycle_end(r, ctx, &buf, tail, NULL);
+}
+
+
+/*
+ * The markers of a whole page, for the page cache: every place where the
+ * parser would see one, whatever the slots filled.
+ */
+
+ngx_int_t
+ngx_http_lifecycle_filter_scan(u_char *data, size_t len, ngx_array_t *marks)
+{
+    u_char                           *p, *last, *mark;
+    ngx_uint_t                        m;
+    ngx_http_lifecycle_mark_t        *mk;
+    ngx_http_lifecycle_filter_ctx_t   scan;
+
+    ngx_memzero(&scan, sizeof(ngx_http_lifecycle_filter_ctx_t));
+
+    p = data;
+    last = data + len;
+    mark = NULL;
+
+    while (p < last) {
+
+        if (scan.m_len == 0) {
+            p = ngx_http_lifecycle_next_marker(p, last);
+
+            if (p == NULL) {
+                break;
+            }
+
+            mark = p;
+        }
+
+        m = ngx_http_lifecycle_marker_byte(&scan, *p);
+
+        if (m == NGX_HTTP_LIFECYCLE_M_PARTIAL) {
+            p++;
+            continue;
+        }
+
+        scan.m_len = 0;
+
+        if (m == NGX_HTTP_LIFECYCLE_M_NONE) {
+            if (*p != '<') {
+                p++;
+            }
+
+            continue;
+        }
+
+        p++;
+
+        mk = ngx_array_push(marks);
+        if (mk == NULL) {
+            return NGX_ERROR;
+        }
+
+        mk->start = mark - data;
+        mk->end = p - data;
+        mk->type = m;
+        mk->name_len = scan.name_len;
+    }
 
     return NGX_OK;
 }
@@ -721,6 +1014,32 @@ ngx_http_lifecycle_marker(ngx_http_request_t *r,
     if (ctx->fill) {
 
         /* in a slot only its closing marker counts */
+
+        if (ctx->held_len + (mark ? (size_t) (mark - *start) : 0)
+            > NGX_HTTP_LIFECYCLE_DEFAULT_MAX)
+        {
+            /* the same limit however the page came in buffers */
+
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "lifecycle: slot \"%V\" not filled: its default "
+                          "content is longer than %d bytes",
+                          &ctx->fill->slot, NGX_HTTP_LIFECYCLE_DEFAULT_MAX);
+
+            if (ngx_http_lifecycle_emit_copy(r, ctx, ctx->held,
+                                             ctx->held_len)
+                != NGX_OK
+                || ngx_http_lifecycle_emit_run(r, ctx, buf, *start, end)
+                   != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            ctx->fill = NULL;
+            ctx->held_len = 0;
+            *start = end;
+
+            return NGX_OK;
+        }
 
         if (ngx_http_lifecycle_render(r, ctx->lctx, ctx->fill->rule, 0, &out)
             != NGX_OK

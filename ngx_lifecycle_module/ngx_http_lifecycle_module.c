@@ -98,6 +98,13 @@ static ngx_command_t  ngx_http_lifecycle_commands[] = {
       offsetof(ngx_http_lifecycle_main_conf_t, retention),
       NULL },
 
+    { ngx_string("lifecycle_page_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_lifecycle_page_cache,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("lifecycle_consent"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_set_complex_value_slot,
@@ -1073,6 +1080,7 @@ ngx_http_lifecycle_create_main_conf(ngx_conf_t *cf)
      */
 
     lmcf->retention = NGX_CONF_UNSET;
+    lmcf->page_cache = NGX_CONF_UNSET_SIZE;
     lmcf->bots = NGX_CONF_UNSET_PTR;
 
     lmcf->wanted = ngx_array_create(cf->pool, 16, sizeof(ngx_str_t));
@@ -1100,6 +1108,7 @@ ngx_http_lifecycle_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_http_lifecycle_main_conf_t  *lmcf = conf;
 
     ngx_conf_init_value(lmcf->retention, 90 * 86400);
+    ngx_conf_init_size_value(lmcf->page_cache, 16 * 1024 * 1024);
 
     if (lmcf->retention < 3600) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -1277,5 +1286,6 @@ static void
 ngx_http_lifecycle_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_lifecycle_redis_exit_process(cycle);
+    ngx_http_lifecycle_page_exit_process();
 }
 

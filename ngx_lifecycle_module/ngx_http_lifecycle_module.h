@@ -81,6 +81,8 @@ typedef enum {
     NGX_HTTP_LIFECYCLE_STAT_SLOTS_FILLED,
     NGX_HTTP_LIFECYCLE_STAT_POPUPS_INJECTED,
     NGX_HTTP_LIFECYCLE_STAT_PAGES_PERSONALIZED,
+    NGX_HTTP_LIFECYCLE_STAT_PAGE_HITS,
+    NGX_HTTP_LIFECYCLE_STAT_PAGE_MISSES,
     NGX_HTTP_LIFECYCLE_STAT_CONVERSIONS,             /* one per group */
     NGX_HTTP_LIFECYCLE_STAT_GROUP_SESSIONS =
         NGX_HTTP_LIFECYCLE_STAT_CONVERSIONS + NGX_HTTP_LIFECYCLE_NGROUPS,
@@ -128,6 +130,7 @@ typedef struct {
     struct MMDB_s              *geoip2;        /* NULL: no database */
     lc_catalog_t               *catalog;
     ngx_array_t                *wanted;        /* profile fields, ngx_str_t */
+    size_t                      page_cache;    /* per worker; 0: off */
     ngx_str_t                   script;        /* the profile script */
     u_char                      script_sha[40];
 } ngx_http_lifecycle_main_conf_t;
@@ -252,6 +255,30 @@ typedef struct {
     ngx_array_t                 cart_items;    /* of ..._count_t: id, qty */
     ngx_array_t                 popups;        /* of ..._popup_state_t */
 } ngx_http_lifecycle_profile_t;
+
+
+/* a marker of a cached page: bytes start..end of the page's data */
+typedef struct {
+    uint32_t                    start;
+    uint32_t                    end;
+    uint32_t                    type;          /* the filter's marker kind */
+    uint32_t                    name_len;      /* a slot's, after "<!--lc:slot " */
+} ngx_http_lifecycle_mark_t;
+
+
+/* a static page as the page cache keeps it */
+typedef struct {
+    u_char                     *data;
+    size_t                      len;
+    ngx_http_lifecycle_mark_t  *marks;
+    ngx_uint_t                  nmarks;
+} ngx_http_lifecycle_page_t;
+
+
+/* pages above this are read for each request, not cached */
+#define NGX_HTTP_LIFECYCLE_PAGE_MAX    (1024 * 1024)
+
+#define NGX_HTTP_LIFECYCLE_PAGE_ERROR  ((ngx_http_lifecycle_page_t *) -1)
 
 
 typedef struct ngx_http_lifecycle_pending_s  ngx_http_lifecycle_pending_t;
@@ -383,6 +410,17 @@ ngx_int_t ngx_http_lifecycle_profile_init(ngx_conf_t *cf,
 ngx_str_t *ngx_http_lifecycle_profile_script(void);
 ngx_int_t ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
     ngx_http_lifecycle_ctx_t *ctx);
+
+/* the output filter's marker search, for the page cache */
+ngx_int_t ngx_http_lifecycle_filter_scan(u_char *data, size_t len,
+    ngx_array_t *marks);
+
+/* page cache */
+char *ngx_http_lifecycle_page_cache(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_http_lifecycle_page_t *ngx_http_lifecycle_page_get(ngx_http_request_t *r,
+    ngx_buf_t *b);
+void ngx_http_lifecycle_page_exit_process(void);
 
 /* geo */
 #define NGX_HTTP_LIFECYCLE_GEO_COUNTRY  0
