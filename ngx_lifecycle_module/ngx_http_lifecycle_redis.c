@@ -649,6 +649,9 @@ ngx_http_lifecycle_redis_del_read(void *privdata)
  * Commands queued while the event loop turns leave in one write at the
  * end of the turn (a posted event), without registering the socket for
  * writing: that happens only when the socket is full, or for a connect.
+ * The write goes first among the posted events, before the requests
+ * woken by replies finish: Redis works on the new commands meanwhile,
+ * instead of waiting for the pages of the previous ones to be sent.
  */
 
 static void
@@ -659,7 +662,8 @@ ngx_http_lifecycle_redis_add_write(void *privdata)
 
     if (rc->connected && !rc->flushing) {
         if (!rc->flush.posted) {
-            ngx_post_event(&rc->flush, &ngx_posted_events);
+            rc->flush.posted = 1;
+            ngx_queue_insert_head(&ngx_posted_events, &rc->flush.queue);
         }
 
         return;
