@@ -128,6 +128,7 @@ typedef struct {
     struct MMDB_s              *geoip2;        /* NULL: no database */
     lc_catalog_t               *catalog;
     ngx_array_t                *wanted;        /* profile fields, ngx_str_t */
+    ngx_array_t                *scripts;       /* SCRIPT LOAD at connect */
 } ngx_http_lifecycle_main_conf_t;
 
 
@@ -372,6 +373,8 @@ ngx_http_lifecycle_pending_t *ngx_http_lifecycle_redis_command(
     int argc, const char **argv, const size_t *argvlen);
 void ngx_http_lifecycle_redis_timed_out(void);
 ngx_uint_t ngx_http_lifecycle_redis_behind(void);
+ngx_int_t ngx_http_lifecycle_redis_script(ngx_conf_t *cf, ngx_str_t *script,
+    u_char *sha);
 
 /* profile: the one script call of a tracked request */
 void ngx_http_lifecycle_profile_init(void);
