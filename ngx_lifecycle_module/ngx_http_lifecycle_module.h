@@ -215,6 +215,7 @@ typedef struct {
     ngx_array_t                *popup_rules;
     ngx_uint_t                  uses;     /* of all of them: USES_... */
     ngx_str_t                   script_url;
+    void                       *script;   /* ..._script_conf_t, or NULL */
 } ngx_http_lifecycle_loc_conf_t;
 
 
@@ -381,6 +382,10 @@ void ngx_http_lifecycle_profile_init(void);
 ngx_str_t *ngx_http_lifecycle_profile_script(void);
 ngx_int_t ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
     ngx_http_lifecycle_ctx_t *ctx);
+
+/* lifecycle_script */
+char *ngx_http_lifecycle_script_endpoint(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 /* geo */
 #define NGX_HTTP_LIFECYCLE_GEO_COUNTRY  0
