@@ -1,7 +1,7 @@
 
 /*
- * lifecycle: one script call of a content handler (lifecycle_collect).
- * EVALSHA of a script that the connection loaded
+ * lifecycle: one script call of a content handler (lifecycle_collect,
+ * lifecycle_unsubscribe). EVALSHA of a script that the connection loaded
  * (ngx_http_lifecycle_redis_script), EVAL of its text once on NOSCRIPT,
  * and an end within the location's lifecycle_timeout whatever Redis
  * does: the handler is called exactly once, from an event, with what

@@ -196,6 +196,13 @@ static ngx_command_t  ngx_http_lifecycle_commands[] = {
       0,
       NULL },
 
+    { ngx_string("lifecycle_unsubscribe"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_lifecycle_unsubscribe,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("lifecycle_geoip2"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_lifecycle_geoip2,

@@ -100,6 +100,16 @@ typedef enum {
 } ngx_http_lifecycle_collect_result_e;
 
 
+/* lifecycle_unsubscribe_total{result} */
+typedef enum {
+    NGX_HTTP_LIFECYCLE_UNSUBSCRIBE_DONE = 0,
+    NGX_HTTP_LIFECYCLE_UNSUBSCRIBE_UNKNOWN,
+    NGX_HTTP_LIFECYCLE_UNSUBSCRIBE_INVALID,
+    NGX_HTTP_LIFECYCLE_UNSUBSCRIBE_FAILED,
+    NGX_HTTP_LIFECYCLE_UNSUBSCRIBE_NRESULTS
+} ngx_http_lifecycle_unsubscribe_result_e;
+
+
 /* counters in shared memory, one slot each; see ..._status.c */
 typedef enum {
     NGX_HTTP_LIFECYCLE_STAT_TRACKED = 0,
@@ -129,7 +139,10 @@ typedef enum {
     NGX_HTTP_LIFECYCLE_STAT_COLLECT = NGX_HTTP_LIFECYCLE_STAT_RTT_END,
     NGX_HTTP_LIFECYCLE_STAT_OPTINS = NGX_HTTP_LIFECYCLE_STAT_COLLECT
                                      + NGX_HTTP_LIFECYCLE_COLLECT_NRESULTS,
-    NGX_HTTP_LIFECYCLE_STAT_ENDPOINTS_END,
+    NGX_HTTP_LIFECYCLE_STAT_UNSUBSCRIBE,                /* one per result */
+    NGX_HTTP_LIFECYCLE_STAT_ENDPOINTS_END =
+        NGX_HTTP_LIFECYCLE_STAT_UNSUBSCRIBE
+        + NGX_HTTP_LIFECYCLE_UNSUBSCRIBE_NRESULTS,
     NGX_HTTP_LIFECYCLE_NSTATS = NGX_HTTP_LIFECYCLE_STAT_ENDPOINTS_END
 } ngx_http_lifecycle_stat_e;
 
@@ -264,7 +277,7 @@ typedef struct {
     ngx_array_t                *popup_rules;
     ngx_uint_t                  uses;     /* of all of them: USES_... */
     ngx_str_t                   script_url;
-    ngx_http_lifecycle_endpoint_t  *needs_redis;  /* lifecycle_collect */
+    ngx_http_lifecycle_endpoint_t  *needs_redis;  /* collect, unsubscribe */
     void                       *collect;  /* ..._collect_conf_t, or NULL */
     void                       *script;   /* ..._script_conf_t, or NULL */
 } ngx_http_lifecycle_loc_conf_t;
@@ -355,6 +368,7 @@ extern ngx_str_t     ngx_http_lifecycle_skip_reasons[];
 extern ngx_str_t     ngx_http_lifecycle_stages[];
 extern ngx_str_t     ngx_http_lifecycle_groups[];
 extern ngx_str_t     ngx_http_lifecycle_collect_results[][2];
+extern ngx_str_t     ngx_http_lifecycle_unsubscribe_results[];
 
 
 /* module */
@@ -471,10 +485,12 @@ ngx_http_lifecycle_call_t *ngx_http_lifecycle_call_create(
 ngx_int_t ngx_http_lifecycle_call(ngx_http_lifecycle_call_t *call,
     ngx_msec_t timeout);
 
-/* lifecycle_script, lifecycle_collect */
+/* lifecycle_script, lifecycle_collect, lifecycle_unsubscribe */
 char *ngx_http_lifecycle_script_endpoint(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_lifecycle_collect(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_lifecycle_unsubscribe(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_lifecycle_endpoints_merge(ngx_conf_t *cf,
     ngx_http_lifecycle_loc_conf_t *prev, ngx_http_lifecycle_loc_conf_t *conf);

@@ -273,7 +273,7 @@ ngx_http_lifecycle_status_handler(ngx_http_request_t *r)
                               s[NGX_HTTP_LIFECYCLE_STAT_VIEWS + i]);
     }
 
-    /* lifecycle_collect */
+    /* lifecycle_collect and lifecycle_unsubscribe */
 
     b->last = ngx_slprintf(b->last, b->end,
                  "# HELP lifecycle_collect_total Beacons, by what became "
@@ -302,6 +302,19 @@ ngx_http_lifecycle_status_handler(ngx_http_request_t *r)
                  "# TYPE lifecycle_optins_total counter\n"
                  "lifecycle_optins_total %uA\n",
                  s[NGX_HTTP_LIFECYCLE_STAT_OPTINS]);
+
+    b->last = ngx_slprintf(b->last, b->end,
+                 "# HELP lifecycle_unsubscribe_total Unsubscribe links "
+                 "followed, by result.\n"
+                 "# TYPE lifecycle_unsubscribe_total counter\n");
+
+    for (i = 0; i < NGX_HTTP_LIFECYCLE_UNSUBSCRIBE_NRESULTS; i++) {
+        b->last = ngx_slprintf(b->last, b->end,
+                              "lifecycle_unsubscribe_total"
+                              "{result=\"%V\"} %uA\n",
+                              &ngx_http_lifecycle_unsubscribe_results[i],
+                              s[NGX_HTTP_LIFECYCLE_STAT_UNSUBSCRIBE + i]);
+    }
 
     b->last = ngx_slprintf(b->last, b->end,
                  "# HELP lifecycle_redis_roundtrip_seconds Time from "
