@@ -272,7 +272,7 @@ static ngx_str_t  ngx_http_lifecycle_collect_script = ngx_string(
 "local id, qty, value, cur = ARGV[6], ARGV[7], ARGV[8], ARGV[9]\n"
 "local order, popup, name, email = ARGV[10], ARGV[11], ARGV[12], ARGV[13]\n"
 "if e == 'optin' then\n"
-"  local rl = v .. ':rl'\n"
+"  local rl = v .. '" LC_KEY_OPTINS "'\n"
 "  local left = redis.call('PTTL', rl)\n"
 "  if left <= 0 then\n"
 "    redis.call('SET', rl, 1, 'PX', ARGV[16])\n"
