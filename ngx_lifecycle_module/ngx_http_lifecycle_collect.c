@@ -705,6 +705,9 @@ ngx_http_lifecycle_collect_handler(ngx_http_request_t *r)
 
 refused:
 
+    /* refused before the body: no "100 Continue" invites it */
+    r->expect_tested = 1;
+
     rc = ngx_http_discard_request_body(r);
 
     if (rc != NGX_OK) {
