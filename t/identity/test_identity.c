@@ -148,7 +148,8 @@ normalize_table(void)
     accept("Foo.Bar@Example.COM", "foo.bar@example.com");
     accept("  a@b.co\t", "a@b.co");
     accept("\t \tx@y.example  ", "x@y.example");
-    accept("first.last+tag@mail.example.org", "first.last+tag@mail.example.org");
+    accept("first.last+tag@mail.example.org",
+           "first.last+tag@mail.example.org");
     accept("!#$%&'*+/=?^_`{|}~-@x.io", "!#$%&'*+/=?^_`{|}~-@x.io");
     accept("a@xn--bcher-kva.example", "a@xn--bcher-kva.example");
     accept("a@1.example", "a@1.example");
@@ -261,7 +262,8 @@ static void
 normalize_fuzz(unsigned long iterations)
 {
     static const char  alphabet[] =
-        "abcXYZ019.@-_+!#$%&'*/=?^`{|}~ \t\r\n\"(),:;<>[\\]\x00\x7f\xc3\xa9\xff";
+        "abcXYZ019.@-_+!#$%&'*/=?^`{|}~ \t\r\n\"(),:;<>[\\]"
+        "\x00\x7f\xc3\xa9\xff";
 
     size_t          i, j, len, n, n2, bad;
     uint32_t        seed;
