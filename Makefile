@@ -12,7 +12,8 @@
 SHELL    := /bin/bash
 NGX_SRC  ?= /usr/share/nginx/src
 MODULE    = ngx_http_lifecycle_module.so
-SOURCES   = config $(wildcard ngx_lifecycle_module/*.[ch])
+SOURCES   = config $(wildcard ngx_lifecycle_module/*.[ch]) \
+            js/dist/lifecycle.min.js
 PROVE    ?= prove
 PROVE_ARGS ?= -r t/
 

@@ -31,6 +31,7 @@
 #define LC_KEY_SEARCHES       ":q"
 #define LC_KEY_CART           ":cart"
 #define LC_KEY_ORDERS         ":o"
+#define LC_KEY_OPTINS         ":rl"   /* opt-ins in the rate-limit window */
 
 /* bounds on what one visitor keeps */
 #define LC_RECENT_MAX         20

@@ -189,6 +189,27 @@ static ngx_command_t  ngx_http_lifecycle_commands[] = {
       0,
       NULL },
 
+    { ngx_string("lifecycle_script"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
+      ngx_http_lifecycle_script_endpoint,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("lifecycle_collect"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE12,
+      ngx_http_lifecycle_collect,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("lifecycle_unsubscribe"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_lifecycle_unsubscribe,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("lifecycle_geoip2"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_lifecycle_geoip2,
@@ -1032,6 +1053,10 @@ ngx_http_lifecycle_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    if (ngx_http_lifecycle_collect_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (!lmcf->used) {
         return NGX_OK;
     }
@@ -1237,6 +1262,10 @@ ngx_http_lifecycle_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->views, prev->views, NULL);
 
     if (ngx_http_lifecycle_blocks_merge(cf, prev, conf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_lifecycle_endpoints_merge(cf, prev, conf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 

@@ -65,6 +65,51 @@ typedef enum {
 } ngx_http_lifecycle_group_e;
 
 
+/*
+ * What became of a beacon (lifecycle_collect_total): stored, refused
+ * (one reason each, in the order of ngx_http_lifecycle_collect_results[]),
+ * ignored, or answered without Redis confirming it.
+ */
+typedef enum {
+    NGX_HTTP_LIFECYCLE_COLLECT_ACCEPTED = 0,
+    NGX_HTTP_LIFECYCLE_COLLECT_METHOD,
+    NGX_HTTP_LIFECYCLE_COLLECT_CONTENT_TYPE,
+    NGX_HTTP_LIFECYCLE_COLLECT_TOO_LARGE,
+    NGX_HTTP_LIFECYCLE_COLLECT_BAD_ENCODING,
+    NGX_HTTP_LIFECYCLE_COLLECT_UNKNOWN_FIELD,
+    NGX_HTTP_LIFECYCLE_COLLECT_DUPLICATE_FIELD,
+    NGX_HTTP_LIFECYCLE_COLLECT_UNEXPECTED_FIELD,
+    NGX_HTTP_LIFECYCLE_COLLECT_MISSING_FIELD,
+    NGX_HTTP_LIFECYCLE_COLLECT_BAD_EVENT,
+    NGX_HTTP_LIFECYCLE_COLLECT_BAD_ID,
+    NGX_HTTP_LIFECYCLE_COLLECT_BAD_QTY,
+    NGX_HTTP_LIFECYCLE_COLLECT_BAD_VALUE,
+    NGX_HTTP_LIFECYCLE_COLLECT_BAD_CURRENCY,
+    NGX_HTTP_LIFECYCLE_COLLECT_BAD_ORDER,
+    NGX_HTTP_LIFECYCLE_COLLECT_BAD_POPUP,
+    NGX_HTTP_LIFECYCLE_COLLECT_BAD_NAME,
+    NGX_HTTP_LIFECYCLE_COLLECT_BAD_EMAIL,
+    NGX_HTTP_LIFECYCLE_COLLECT_BAD_CONSENT,
+    NGX_HTTP_LIFECYCLE_COLLECT_CONSENT_REQUIRED,
+    NGX_HTTP_LIFECYCLE_COLLECT_CROSS_ORIGIN,
+    NGX_HTTP_LIFECYCLE_COLLECT_RATE_LIMITED,
+    NGX_HTTP_LIFECYCLE_COLLECT_NO_VISITOR,
+    NGX_HTTP_LIFECYCLE_COLLECT_NOT_TRACKED,
+    NGX_HTTP_LIFECYCLE_COLLECT_LOST,
+    NGX_HTTP_LIFECYCLE_COLLECT_NRESULTS
+} ngx_http_lifecycle_collect_result_e;
+
+
+/* lifecycle_unsubscribe_total{result} */
+typedef enum {
+    NGX_HTTP_LIFECYCLE_UNSUBSCRIBE_DONE = 0,
+    NGX_HTTP_LIFECYCLE_UNSUBSCRIBE_UNKNOWN,
+    NGX_HTTP_LIFECYCLE_UNSUBSCRIBE_INVALID,
+    NGX_HTTP_LIFECYCLE_UNSUBSCRIBE_FAILED,
+    NGX_HTTP_LIFECYCLE_UNSUBSCRIBE_NRESULTS
+} ngx_http_lifecycle_unsubscribe_result_e;
+
+
 /* counters in shared memory, one slot each; see ..._status.c */
 typedef enum {
     NGX_HTTP_LIFECYCLE_STAT_TRACKED = 0,
@@ -93,7 +138,14 @@ typedef enum {
     NGX_HTTP_LIFECYCLE_STAT_RTT_BUCKETS = NGX_HTTP_LIFECYCLE_STAT_VIEWS
                                           + NGX_HTTP_LIFECYCLE_VIEW_NTYPES,
     NGX_HTTP_LIFECYCLE_STAT_RTT_END = NGX_HTTP_LIFECYCLE_STAT_RTT_BUCKETS + 11,
-    NGX_HTTP_LIFECYCLE_NSTATS = NGX_HTTP_LIFECYCLE_STAT_RTT_END
+    NGX_HTTP_LIFECYCLE_STAT_COLLECT = NGX_HTTP_LIFECYCLE_STAT_RTT_END,
+    NGX_HTTP_LIFECYCLE_STAT_OPTINS = NGX_HTTP_LIFECYCLE_STAT_COLLECT
+                                     + NGX_HTTP_LIFECYCLE_COLLECT_NRESULTS,
+    NGX_HTTP_LIFECYCLE_STAT_UNSUBSCRIBE,                /* one per result */
+    NGX_HTTP_LIFECYCLE_STAT_ENDPOINTS_END =
+        NGX_HTTP_LIFECYCLE_STAT_UNSUBSCRIBE
+        + NGX_HTTP_LIFECYCLE_UNSUBSCRIBE_NRESULTS,
+    NGX_HTTP_LIFECYCLE_NSTATS = NGX_HTTP_LIFECYCLE_STAT_ENDPOINTS_END
 } ngx_http_lifecycle_stat_e;
 
 
@@ -133,6 +185,9 @@ typedef struct {
     size_t                      page_cache;    /* per worker; 0: off */
     ngx_str_t                   script;        /* the profile script */
     u_char                      script_sha[40];
+    ngx_array_t                *scripts;       /* SCRIPT LOAD at connect */
+    ngx_array_t                *popup_windows; /* of every lifecycle_popup */
+    ngx_flag_t                  collect;       /* lifecycle_collect used */
 } ngx_http_lifecycle_main_conf_t;
 
 
@@ -177,6 +232,14 @@ typedef struct {
 } ngx_http_lifecycle_popup_t;
 
 
+/* a content handler that needs Redis and the secret, where declared */
+typedef struct {
+    char                       *directive;
+    u_char                     *conf_file;
+    ngx_uint_t                  conf_line;
+} ngx_http_lifecycle_endpoint_t;
+
+
 /* a block or popup with its segment found in the server's list */
 typedef struct {
     void                       *def;           /* block_t or popup_t */
@@ -219,6 +282,9 @@ typedef struct {
     ngx_array_t                *popup_rules;
     ngx_uint_t                  uses;     /* of all of them: USES_... */
     ngx_str_t                   script_url;
+    ngx_http_lifecycle_endpoint_t  *needs_redis;  /* collect, unsubscribe */
+    void                       *collect;  /* ..._collect_conf_t, or NULL */
+    void                       *script;   /* ..._script_conf_t, or NULL */
 } ngx_http_lifecycle_loc_conf_t;
 
 
@@ -332,6 +398,8 @@ extern ngx_str_t     ngx_http_lifecycle_view_types[];
 extern ngx_str_t     ngx_http_lifecycle_skip_reasons[];
 extern ngx_str_t     ngx_http_lifecycle_stages[];
 extern ngx_str_t     ngx_http_lifecycle_groups[];
+extern ngx_str_t     ngx_http_lifecycle_collect_results[][2];
+extern ngx_str_t     ngx_http_lifecycle_unsubscribe_results[];
 
 
 /* module */
@@ -349,6 +417,8 @@ ngx_int_t ngx_http_lifecycle_visitor_identify(ngx_http_request_t *r,
     ngx_http_lifecycle_ctx_t *ctx);
 ngx_int_t ngx_http_lifecycle_visitor_set_cookie(ngx_http_request_t *r,
     ngx_http_lifecycle_ctx_t *ctx);
+ngx_int_t ngx_http_lifecycle_visitor_known(ngx_http_request_t *r,
+    u_char *vid);
 ngx_int_t ngx_http_lifecycle_visitor_init_secret(ngx_conf_t *cf,
     ngx_http_lifecycle_main_conf_t *lmcf);
 char *ngx_http_lifecycle_visitor_init_bots(ngx_conf_t *cf,
@@ -403,6 +473,8 @@ ngx_http_lifecycle_pending_t *ngx_http_lifecycle_redis_command(
     int argc, const char **argv, const size_t *argvlen);
 void ngx_http_lifecycle_redis_timed_out(void);
 ngx_uint_t ngx_http_lifecycle_redis_behind(void);
+ngx_int_t ngx_http_lifecycle_redis_script(ngx_conf_t *cf, ngx_str_t *script,
+    u_char *sha);
 
 /* profile: the one script call of a tracked request */
 ngx_int_t ngx_http_lifecycle_profile_init(ngx_conf_t *cf,
@@ -421,6 +493,51 @@ char *ngx_http_lifecycle_page_cache(ngx_conf_t *cf, ngx_command_t *cmd,
 ngx_http_lifecycle_page_t *ngx_http_lifecycle_page_get(ngx_http_request_t *r,
     ngx_buf_t *b);
 void ngx_http_lifecycle_page_exit_process(void);
+
+/* endpoints: one script call of a content handler (..._call.c) */
+typedef struct ngx_http_lifecycle_call_s  ngx_http_lifecycle_call_t;
+
+typedef void (*ngx_http_lifecycle_call_pt)(ngx_http_lifecycle_call_t *call);
+
+typedef enum {
+    NGX_HTTP_LIFECYCLE_CALL_REPLY = 0,         /* result[] holds it */
+    NGX_HTTP_LIFECYCLE_CALL_FAILED,            /* error reply, lost */
+    NGX_HTTP_LIFECYCLE_CALL_TIMEDOUT           /* not within the budget */
+} ngx_http_lifecycle_call_outcome_e;
+
+struct ngx_http_lifecycle_call_s {
+    ngx_http_request_t         *request;
+    ngx_http_lifecycle_call_pt  handler;       /* once, from an event */
+    void                       *data;
+    ngx_str_t                  *script;
+    u_char                     *sha;           /* 40 hex digits */
+    int                         argc;          /* EVALSHA sha n keys.. */
+    const char                **argv;
+    size_t                     *argvlen;
+    ngx_http_lifecycle_pending_t  *pending;
+    ngx_event_t                 wake;
+    ngx_http_lifecycle_call_outcome_e  outcome;
+    int64_t                     result[2];     /* integers of the reply */
+
+    unsigned                    waiting:1;
+    unsigned                    retried:1;
+};
+
+ngx_http_lifecycle_call_t *ngx_http_lifecycle_call_create(
+    ngx_http_request_t *r, ngx_str_t *script, u_char *sha, int nargs);
+ngx_int_t ngx_http_lifecycle_call(ngx_http_lifecycle_call_t *call,
+    ngx_msec_t timeout);
+
+/* lifecycle_script, lifecycle_collect, lifecycle_unsubscribe */
+char *ngx_http_lifecycle_script_endpoint(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_lifecycle_collect(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_lifecycle_unsubscribe(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_lifecycle_endpoints_merge(ngx_conf_t *cf,
+    ngx_http_lifecycle_loc_conf_t *prev, ngx_http_lifecycle_loc_conf_t *conf);
+ngx_int_t ngx_http_lifecycle_collect_init(ngx_conf_t *cf);
 
 /* geo */
 #define NGX_HTTP_LIFECYCLE_GEO_COUNTRY  0

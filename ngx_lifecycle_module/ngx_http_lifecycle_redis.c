@@ -10,6 +10,8 @@
 
 #include "ngx_http_lifecycle_module.h"
 
+#include <ngx_sha1.h>
+
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
 
@@ -49,6 +51,7 @@ typedef struct {
     ngx_uint_t                        quiet;      /* failures not logged */
 
     ngx_http_lifecycle_free_t        *free;       /* pending records */
+    ngx_array_t                      *scripts;    /* more to load */
 
     unsigned                          connected:1;
     unsigned                          unusable:1; /* setup failed */
@@ -99,6 +102,7 @@ ngx_http_lifecycle_redis_init_process(ngx_cycle_t *cycle)
     ngx_memzero(rc, sizeof(ngx_http_lifecycle_redis_t));
 
     rc->addr = &lmcf->redis;
+    rc->scripts = lmcf->scripts;
     rc->log = cycle->log;
     rc->backoff = NGX_HTTP_LIFECYCLE_BACKOFF_MIN;
 
@@ -160,6 +164,7 @@ ngx_http_lifecycle_redis_connect(void)
     ngx_http_lifecycle_redis_t  *rc = &ngx_http_lifecycle_redis_worker;
 
     ngx_str_t          *script;
+    ngx_uint_t          i;
     ngx_connection_t   *c;
     redisAsyncContext  *ac;
 
@@ -235,6 +240,18 @@ ngx_http_lifecycle_redis_connect(void)
     redisAsyncCommand(ac, ngx_http_lifecycle_redis_setup_reply, "SCRIPT LOAD",
                       "SCRIPT LOAD %b", script->data, script->len);
 
+    /* and those of ngx_http_lifecycle_redis_script() */
+
+    if (rc->scripts) {
+        script = rc->scripts->elts;
+
+        for (i = 0; i < rc->scripts->nelts; i++) {
+            redisAsyncCommand(ac, ngx_http_lifecycle_redis_setup_reply,
+                              "SCRIPT LOAD", "SCRIPT LOAD %b",
+                              script[i].data, script[i].len);
+        }
+    }
+
     if (!rc->watchdog.timer_set) {
         ngx_add_timer(&rc->watchdog, NGX_HTTP_LIFECYCLE_WATCHDOG_PERIOD);
     }
@@ -244,6 +261,58 @@ ngx_http_lifecycle_redis_connect(void)
 failed:
 
     ngx_http_lifecycle_redis_down();
+}
+
+
+/*
+ * A script loaded (SCRIPT LOAD) on every connection, after the profile
+ * script, for a module part that calls it with EVALSHA: registered at
+ * configuration time, once per script text; "sha" gets its SHA-1, 40
+ * lowercase hex digits. A caller still handles NOSCRIPT (SCRIPT FLUSH
+ * while connected), e.g. with ngx_http_lifecycle_call().
+ */
+
+ngx_int_t
+ngx_http_lifecycle_redis_script(ngx_conf_t *cf, ngx_str_t *script,
+    u_char *sha)
+{
+    u_char                           digest[20];
+    ngx_str_t                       *s;
+    ngx_uint_t                       i;
+    ngx_sha1_t                       sha1;
+    ngx_http_lifecycle_main_conf_t  *lmcf;
+
+    ngx_sha1_init(&sha1);
+    ngx_sha1_update(&sha1, script->data, script->len);
+    ngx_sha1_final(digest, &sha1);
+
+    ngx_hex_dump(sha, digest, sizeof(digest));
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_lifecycle_module);
+
+    if (lmcf->scripts == NULL) {
+        lmcf->scripts = ngx_array_create(cf->pool, 2, sizeof(ngx_str_t));
+        if (lmcf->scripts == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    s = lmcf->scripts->elts;
+
+    for (i = 0; i < lmcf->scripts->nelts; i++) {
+        if (s[i].data == script->data) {
+            return NGX_OK;
+        }
+    }
+
+    s = ngx_array_push(lmcf->scripts);
+    if (s == NULL) {
+        return NGX_ERROR;
+    }
+
+    *s = *script;
+
+    return NGX_OK;
 }
 
 

@@ -214,7 +214,7 @@ ngx_http_lifecycle_status_handler(ngx_http_request_t *r)
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
-    size = 8192;
+    size = 16384;
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
@@ -276,6 +276,49 @@ ngx_http_lifecycle_status_handler(ngx_http_request_t *r)
                               "lifecycle_views_total{type=\"%V\"} %uA\n",
                               &ngx_http_lifecycle_view_types[i],
                               s[NGX_HTTP_LIFECYCLE_STAT_VIEWS + i]);
+    }
+
+    /* lifecycle_collect and lifecycle_unsubscribe */
+
+    b->last = ngx_slprintf(b->last, b->end,
+                 "# HELP lifecycle_collect_total Beacons, by what became "
+                 "of them.\n"
+                 "# TYPE lifecycle_collect_total counter\n");
+
+    for (i = 0; i < NGX_HTTP_LIFECYCLE_COLLECT_NRESULTS; i++) {
+        if (ngx_http_lifecycle_collect_results[i][1].len) {
+            b->last = ngx_slprintf(b->last, b->end,
+                                  "lifecycle_collect_total{result=\"%V\","
+                                  "reason=\"%V\"} %uA\n",
+                                  &ngx_http_lifecycle_collect_results[i][0],
+                                  &ngx_http_lifecycle_collect_results[i][1],
+                                  s[NGX_HTTP_LIFECYCLE_STAT_COLLECT + i]);
+            continue;
+        }
+
+        b->last = ngx_slprintf(b->last, b->end,
+                              "lifecycle_collect_total{result=\"%V\"} %uA\n",
+                              &ngx_http_lifecycle_collect_results[i][0],
+                              s[NGX_HTTP_LIFECYCLE_STAT_COLLECT + i]);
+    }
+
+    b->last = ngx_slprintf(b->last, b->end,
+                 "# HELP lifecycle_optins_total Opt-ins stored.\n"
+                 "# TYPE lifecycle_optins_total counter\n"
+                 "lifecycle_optins_total %uA\n",
+                 s[NGX_HTTP_LIFECYCLE_STAT_OPTINS]);
+
+    b->last = ngx_slprintf(b->last, b->end,
+                 "# HELP lifecycle_unsubscribe_total Unsubscribe links "
+                 "followed, by result.\n"
+                 "# TYPE lifecycle_unsubscribe_total counter\n");
+
+    for (i = 0; i < NGX_HTTP_LIFECYCLE_UNSUBSCRIBE_NRESULTS; i++) {
+        b->last = ngx_slprintf(b->last, b->end,
+                              "lifecycle_unsubscribe_total"
+                              "{result=\"%V\"} %uA\n",
+                              &ngx_http_lifecycle_unsubscribe_results[i],
+                              s[NGX_HTTP_LIFECYCLE_STAT_UNSUBSCRIBE + i]);
     }
 
     b->last = ngx_slprintf(b->last, b->end,

@@ -294,6 +294,39 @@ ngx_http_lifecycle_visitor_identify(ngx_http_request_t *r,
 }
 
 
+/*
+ * The visitor of a request that must not be given a cookie (a beacon):
+ * NGX_OK and the id when the request carries a valid visitor cookie,
+ * NGX_DECLINED otherwise.
+ */
+
+ngx_int_t
+ngx_http_lifecycle_visitor_known(ngx_http_request_t *r, u_char *vid)
+{
+    ngx_str_t                        value;
+    ngx_http_lifecycle_srv_conf_t   *lscf;
+    ngx_http_lifecycle_main_conf_t  *lmcf;
+
+    lscf = ngx_http_get_module_srv_conf(r, ngx_http_lifecycle_module);
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_lifecycle_module);
+
+    if (ngx_http_parse_multi_header_lines(&r->headers_in.cookies,
+                                          &lscf->cookie_name, &value)
+        == NGX_DECLINED)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (!ngx_http_lifecycle_cookie_valid(r, lmcf, &value)) {
+        return NGX_DECLINED;
+    }
+
+    ngx_memcpy(vid, value.data, LC_VID_LEN);
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_lifecycle_cookie_valid(ngx_http_request_t *r,
     ngx_http_lifecycle_main_conf_t *lmcf, ngx_str_t *value)
@@ -329,8 +362,7 @@ ngx_http_lifecycle_cookie_valid(ngx_http_request_t *r,
 invalid:
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "lifecycle: client sent an invalid visitor cookie, "
-                  "issuing a new one");
+                  "lifecycle: client sent an invalid visitor cookie");
 
     return 0;
 }
