@@ -26,8 +26,13 @@
     // from data-lc-* attributes
     const FIELDS = ['id', 'qty', 'value', 'currency', 'order', 'name',
                     'email', 'consent', 'popup'];
-    const EVENTS = ['add_to_cart', 'remove_from_cart', 'purchase', 'custom',
-                    'popup_shown', 'popup_dismissed', 'optin'];
+    // the events and the fields each may carry (indexes into FIELDS):
+    // lifecycle_collect refuses any other field with a 400
+    const EVENTS = {
+        add_to_cart: '0123', remove_from_cart: '01', purchase: '234',
+        custom: '0123458', popup_shown: '8', popup_dismissed: '8',
+        optin: '678',
+    };
     // Global Privacy Control: nothing is ever sent, no popup is shown
     const gpc = nav.globalPrivacyControl === true;
 
@@ -48,7 +53,8 @@
 
     const body = (e, o) => {
         const b = new URLSearchParams({ e });
-        for (const k of FIELDS) {
+        for (const i of EVENTS[e]) {
+            const k = FIELDS[i];
             let v = o && o[k];
             if (v === true) v = 1;
             if (v != null && v !== '' && v !== false) b.append(k, v);
@@ -86,8 +92,8 @@
         if (cmd === 'track') {
             if (typeof a !== 'string' || !a) return;
             // an event name of the shop's own is a custom event
-            beacon(EVENTS.includes(a) ? body(a, c[2])
-                                      : body('custom', { ...c[2], name: a }));
+            beacon(EVENTS.hasOwnProperty(a) ? body(a, c[2])
+                                            : body('custom', { ...c[2], name: a }));
         } else if (cmd === 'config') {
             if (a && a.collect) collect = a.collect;
         } else if (cmd === 'consent') {

@@ -107,6 +107,24 @@ test('field encoding: the beacon field names, URL-encoded, nothing else', () => 
     ]);
 });
 
+test('each event carries only the fields it may (lifecycle_collect refuses others)', () => {
+    const p = load();
+    p.push(['track', 'purchase', { id: 'p1', qty: 2, order: 'O-9', value: 5, currency: 'EUR', name: 'n' }]);
+    p.push(['track', 'add_to_cart', { id: 'p1', order: 'O-9', name: 'n', popup: 'x', value: 5 }]);
+    p.push(['track', 'remove_from_cart', { id: 'p1', qty: 1, value: 5, currency: 'EUR' }]);
+    p.push(['track', 'popup_dismissed', { popup: 'x', id: 'p1' }]);
+    p.push(['track', 'optin', { email: 'a@example.com', consent: 1, popup: 'x', name: 'n', id: 'p1' }]);
+    p.push(['track', 'custom', { name: 'n', id: 'p1', order: 'O', popup: 'x', email: 'a@example.com', consent: 1 }]);
+    assert.deepEqual(p.bodies(), [
+        'e=purchase&value=5&currency=EUR&order=O-9',
+        'e=add_to_cart&id=p1&value=5',
+        'e=remove_from_cart&id=p1&qty=1',
+        'e=popup_dismissed&popup=x',
+        'e=optin&email=a%40example.com&consent=1&popup=x',
+        'e=custom&id=p1&order=O&name=n&popup=x',
+    ]);
+});
+
 test("an event name of the shop's own goes as a custom event", () => {
     const p = load();
     p.push(['track', 'wishlist', { id: 'p3' }]);
