@@ -117,6 +117,10 @@ $queue
 <script src="/lifecycle.js" defer></script>
 EOF
 
+# the popup's form on its own, for a browser without JavaScript
+(my $form) = $tpl =~ /(<form.*?<\/form>)/s or die 'no form in the demo popup';
+$t->html('t/form.html', page('form', "<main><h1>Opt-in without JavaScript</h1>$form</main>"));
+
 $t->html('t/config.html', page('config', <<"EOF"));
 <main><h1>Collect URL</h1>
 <button type="button" id="add" data-lc-track="add_to_cart" data-lc-id="p8">Add to cart</button></main>

@@ -366,15 +366,10 @@ await scenario('data-lc-track and the lc queue', async () => {
     const { page } = v;
     await page.goto(base + '/t/buttons.html');
     ok(await waitBeacon(v, 'e=custom&name=queued_before_load'), 'a command queued before the script loaded was sent', v.bodies());
-    await page.click('#add');
-    ok(await waitBeacon(v, 'e=add_to_cart&id=p5&qty=2'), 'data-lc-track button: add_to_cart id=p5 qty=2', v.bodies());
-    await page.evaluate(() => lc.push(['track', 'purchase', { order: 'T-1001', value: 164.5, currency: 'EUR' }]));
-    ok(await waitBeacon(v, 'e=purchase&value=164.5&currency=EUR&order=T-1001'), 'lc.push after load: purchase at once', v.bodies());
-    await page.click('#wish');
-    ok(await waitBeacon(v, 'e=custom&id=p5&name=wishlist'),
-       'data-lc-track="custom" with data-lc-name', v.bodies());
     const vid = await v.vid();
     ok(vid, 'the page gave the visitor a cookie');
+    await page.click('#add');
+    ok(await waitBeacon(v, 'e=add_to_cart&id=p5&qty=2'), 'data-lc-track button: add_to_cart id=p5 qty=2', v.bodies());
     if (collect) {
         const [prof, cart] = await until(async () => {
             const p = await hgetall(profileKey(vid));
@@ -384,10 +379,26 @@ await scenario('data-lc-track and the lc queue', async () => {
         is(cart.p5, '2', 'Redis: the :cart hash holds p5 => 2');
         is(prof.cart, '2', 'Redis: cart on the profile counts 2 units');
         const ev = await events(vid);
-        ok(ev.some((e) => e.type === 'add_to_cart'), 'Redis: an add_to_cart event in lc:{hh}:ev', ev.slice(-3));
+        ok(ev.some((e) => e.type === 'add_to_cart' && e.id === 'p5'),
+           'Redis: an add_to_cart event in lc:{hh}:ev', ev.slice(-3));
     } else {
         for (const s of ['Redis: the :cart hash', 'Redis: cart on the profile',
                          'Redis: an add_to_cart event']) skip(s, NEEDS_COLLECT);
+    }
+    await page.click('#wish');
+    ok(await waitBeacon(v, 'e=custom&id=p5&name=wishlist'),
+       'data-lc-track="custom" with data-lc-name', v.bodies());
+    await page.evaluate(() => lc.push(['track', 'purchase', { order: 'T-1001', value: 164.5, currency: 'EUR' }]));
+    ok(await waitBeacon(v, 'e=purchase&value=164.5&currency=EUR&order=T-1001'), 'lc.push after load: purchase at once', v.bodies());
+    if (collect) {
+        const prof = await until(async () => {
+            const p = await hgetall(profileKey(vid));
+            return p.last_order ? p : null;
+        }) || {};
+        is(prof.last_order, 'T-1001', 'Redis: the purchase is on the profile (last_order)');
+        is(prof.cart, '0', 'Redis: and the cart is empty');
+    } else {
+        for (const s of ['Redis: the purchase on the profile', 'Redis: the cart emptied']) skip(s, NEEDS_COLLECT);
     }
     is(v.errors.length, 0, 'no JavaScript error', v.errors);
     await v.context.close();
@@ -406,6 +417,26 @@ await scenario('JavaScript disabled', async () => {
     const prof = await hgetall(profileKey(vid));
     is(prof['t:product'], '3', 'Redis: the three product views were recorded server side');
     is(v.beacons.length, 0, 'nothing posted');
+
+    // the popup's form, posted by the browser itself
+    await page.goto(base + '/t/form.html');
+    await page.fill('input[name=email]', 'nojs@example.com');
+    await page.check('input[name=consent]');
+    const [resp] = await Promise.all([
+        page.waitForResponse((r) => r.url().endsWith('/lifecycle/collect')),
+        page.click('button[type=submit]'),
+    ]);
+    is(resp.status(), 204, 'the form posted without JavaScript is answered 204');
+    is(new URL(page.url()).pathname, '/t/form.html', 'and the page stays');
+    if (collect) {
+        const p = await until(async () => {
+            const p = await hgetall(profileKey(vid));
+            return p.email ? p : null;
+        }) || {};
+        is(p.email, 'nojs@example.com', 'Redis: it is the same opt-in');
+    } else {
+        skip('Redis: the same opt-in', NEEDS_COLLECT);
+    }
     await v.context.close();
 });
 
