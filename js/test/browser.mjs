@@ -15,9 +15,6 @@
 // Prints TAP (one line per check, "# SKIP" for what needs the endpoint),
 // which t/31-browser.t replays; exits non-zero when a check failed.
 import { chromium } from 'playwright-core';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { connect } from './resp.mjs';
 
 const base = process.env.LC_BASE;
@@ -73,6 +70,8 @@ const events = async (vid) => {
     }).filter((e) => e.vid === vid);
 };
 
+// launch() starts chromium with a fresh profile (a new temporary
+// user-data-dir, removed at close); each visitor is a new context of it.
 const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
