@@ -3,7 +3,10 @@
 #
 #   make            the module: build/ngx_http_lifecycle_module.so
 #   make asan       the same with AddressSanitizer: build-asan/...
-#   make test       install what is missing, build, run t/ with prove
+#   make test       install what is missing, build, check js/dist, run t/
+#                   with prove (the browser tests of lifecycle.js included)
+#   make js         npm ci + esbuild: js/src/lifecycle.js into
+#                   js/dist/lifecycle.min.js (committed), size budget checked
 #   make test-asan  the suite against the ASan build
 #   make demo       install what is missing, build, start the demo shop
 #   make bench      install what is missing, build, run the benchmark
@@ -23,7 +26,8 @@ ASAN_LD_OPT = -fsanitize=address -fPIC
 BENCH      ?= ../shared/bench
 BENCH_ARGS ?= -r 3
 
-.PHONY: all module asan test test-asan demo demo-stop bench deps clean
+.PHONY: all module asan test test-asan demo demo-stop bench deps clean \
+        js js-check
 
 all: module
 
@@ -65,10 +69,28 @@ build-asan/$(MODULE): build-asan/nginx/objs/Makefile $(SOURCES)
 deps:
 	@./scripts/deps.sh test
 
-test: deps module
+# lifecycle.js: the module embeds js/dist/lifecycle.min.js, which is
+# committed, so building the module never needs node. "make js" rebuilds
+# it from js/src/ with the esbuild of js/package-lock.json; "make test"
+# fails when the committed file is not what the source builds to, or when
+# it is over its size budget (js/build.mjs). npm ci runs again only when
+# the lock file changes; it also brings playwright-core for t/31-browser.t.
+JS_STAMP = js/node_modules/.lifecycle-npm-ci
+
+$(JS_STAMP): js/package.json js/package-lock.json
+	cd js && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+js: $(JS_STAMP)
+	cd js && node build.mjs
+
+js-check: $(JS_STAMP)
+	@cd js && node build.mjs --check
+
+test: deps module js-check
 	LIFECYCLE_MODULE=$(CURDIR)/build/$(MODULE) $(PROVE) $(PROVE_ARGS)
 
-test-asan: deps asan
+test-asan: deps asan js-check
 	LIFECYCLE_MODULE=$(CURDIR)/build-asan/$(MODULE) \
 	LIFECYCLE_ASAN=1 $(PROVE) $(PROVE_ARGS)
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks (and, as root, installs) the Debian packages lifecycle needs.
 #
-#   scripts/deps.sh test    build + Redis + what the test suite uses
+#   scripts/deps.sh test    build + Redis + what the test suite uses (with
+#                           node, npm and chromium for lifecycle.js)
 #   scripts/deps.sh demo    build + Redis + curl for the walk-through
 #   scripts/deps.sh bench   build + Redis + what ../shared/bench/run.sh runs
 #
@@ -25,9 +26,17 @@ run_pkgs="redis-server"
 # t/ is Perl: core modules (Test::More, prove, Digest::SHA, ...), and the
 # MaxMind DB writer for the databases t/16-geo.t builds.
 test_pkgs="perl curl openssl gcc valgrind libmaxmind-db-writer-perl"
+# lifecycle.js: esbuild and playwright-core come from npm (js/package.json,
+# "npm ci"); the browser is Debian's chromium (t/31-browser.t). node and
+# npm count as there when their commands are (Node 20 from another source
+# often brings npm inside its own nodejs package).
+browser_pkgs="chromium"
+node_pkgs=""
+command -v node >/dev/null 2>&1 || node_pkgs="nodejs"
+command -v npm >/dev/null 2>&1 || node_pkgs="$node_pkgs npm"
 
 case "$1" in
-    test) wanted="$build_pkgs $run_pkgs $test_pkgs" ;;
+    test) wanted="$build_pkgs $run_pkgs $test_pkgs $browser_pkgs $node_pkgs" ;;
     demo) wanted="$build_pkgs $run_pkgs curl" ;;
     # the harness's peers: nginx's Lua module and lua-resty-redis, and wrk
     bench) wanted="$build_pkgs $run_pkgs perl libnginx-mod-http-lua
