@@ -26,6 +26,15 @@
 /* commands in flight beyond this fail fast: Redis is far behind */
 #define NGX_HTTP_LIFECYCLE_MAX_OUTSTANDING   4096
 
+/*
+ * Commands leave at the end of the event loop's turn, or as soon as this
+ * many wait: Redis starts on them while the worker reads the next
+ * requests, instead of the whole turn's at once. On the bench's 50
+ * connections this was worth a sixth more pages a second (2: about the
+ * same, 8: less, 1: a write per command).
+ */
+#define NGX_HTTP_LIFECYCLE_BATCH             4
+
 
 typedef struct ngx_http_lifecycle_free_s  ngx_http_lifecycle_free_t;
 
@@ -48,6 +57,7 @@ typedef struct {
     ngx_msec_t                        progress;
     ngx_msec_t                        logged;
     ngx_uint_t                        outstanding;
+    ngx_uint_t                        batched;    /* queued, not written */
     ngx_uint_t                        quiet;      /* failures not logged */
 
     ngx_http_lifecycle_free_t        *free;       /* pending records */
@@ -331,6 +341,7 @@ ngx_http_lifecycle_redis_down(void)
 
     rc->ac = NULL;
     rc->outstanding = 0;
+    rc->batched = 0;
 
     if (rc->exiting || rc->reconnect.timer_set) {
         return;
@@ -515,6 +526,11 @@ ngx_http_lifecycle_redis_command(ngx_log_t *log,
 
     if (rc->outstanding++ == 0) {
         rc->progress = ngx_current_msec;
+    }
+
+    if (++rc->batched >= NGX_HTTP_LIFECYCLE_BATCH && rc->flush.posted) {
+        ngx_delete_posted_event(&rc->flush);
+        ngx_http_lifecycle_redis_flush_handler(&rc->flush);
     }
 
     ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_ROUNDTRIPS);
@@ -748,6 +764,8 @@ static void
 ngx_http_lifecycle_redis_flush_handler(ngx_event_t *ev)
 {
     ngx_http_lifecycle_redis_t  *rc = ev->data;
+
+    rc->batched = 0;
 
     if (rc->ac) {
         rc->flushing = 1;
