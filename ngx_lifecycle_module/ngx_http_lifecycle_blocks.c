@@ -186,18 +186,16 @@ ngx_http_lifecycle_popup(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     /* what the browser reported about it comes back with the profile */
 
-    for (i = 0; i < 4; i++) {
-        s.len = sizeof("pop::n") - 1 + popup->name.len;
-        s.data = ngx_pnalloc(cf->pool, s.len);
-        if (s.data == NULL) {
-            return NGX_CONF_ERROR;
-        }
+    s.len = sizeof("pop:") - 1 + popup->name.len;
+    s.data = ngx_pnalloc(cf->pool, s.len);
+    if (s.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
 
-        ngx_sprintf(s.data, "pop:%V:%c", &popup->name, "ntdc"[i]);
+    ngx_sprintf(s.data, "pop:%V", &popup->name);
 
-        if (ngx_http_lifecycle_want(cf, &s) != NGX_OK) {
-            return NGX_CONF_ERROR;
-        }
+    if (ngx_http_lifecycle_want(cf, &s) != NGX_OK) {
+        return NGX_CONF_ERROR;
     }
 
     /* the markup around the template, made once: names are [A-Za-z0-9_-] */

@@ -1151,73 +1151,53 @@ ngx_http_lifecycle_profile_recent(ngx_http_request_t *r,
 }
 
 
-/* "pop:NAME:n" shows, ":t" window start, ":d" dismissed, ":c" converted */
+/*
+ * "pop:NAME": "SHOWN WINDOW DISMISSED CONVERTED", shows in the current
+ * cap window, the window's start, the last dismissal and the conversion
+ * (ms, 0: never), as lifecycle_collect writes them.
+ */
 
 static ngx_int_t
 ngx_http_lifecycle_profile_popup(ngx_http_request_t *r, ngx_array_t *popups,
     ngx_str_t *field, redisReply *value)
 {
-    u_char                            *name, kind;
-    size_t                             len;
-    uint64_t                           n;
+    u_char                            *p, *last, *q;
+    uint64_t                           n[4];
     ngx_uint_t                         i;
     ngx_http_lifecycle_popup_state_t  *st;
 
-    if (field->len < sizeof("pop:x:n") - 1
-        || field->data[field->len - 2] != ':')
-    {
+    if (value->type != REDIS_REPLY_STRING) {
         return NGX_OK;
     }
 
-    name = field->data + 4;
-    len = field->len - 6;
-    kind = field->data[field->len - 1];
-    n = ngx_http_lifecycle_profile_number(value);
+    p = (u_char *) value->str;
+    last = p + value->len;
 
-    st = popups->elts;
+    for (i = 0; i < 4; i++) {
+        q = p;
+        n[i] = 0;
 
-    for (i = 0; i < popups->nelts; i++) {
-        if (st[i].name.len == len
-            && ngx_strncmp(st[i].name.data, name, len) == 0)
-        {
-            break;
+        while (p < last && *p >= '0' && *p <= '9' && p - q < 19) {
+            n[i] = n[i] * 10 + (*p++ - '0');
+        }
+
+        if (p == q || (p < last && *p++ != ' ') || (i < 3 && p == last)) {
+            return NGX_OK;
         }
     }
 
-    if (i == popups->nelts) {
-        st = ngx_array_push(popups);
-        if (st == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memzero(st, sizeof(ngx_http_lifecycle_popup_state_t));
-
-        /* the configuration's name: it outlives the request */
-        st->name.data = name;
-        st->name.len = len;
-
-    } else {
-        st = &st[i];
+    st = ngx_array_push(popups);
+    if (st == NULL) {
+        return NGX_ERROR;
     }
 
-    switch (kind) {
-
-    case 'n':
-        st->shown = n;
-        break;
-
-    case 't':
-        st->since = n;
-        break;
-
-    case 'd':
-        st->dismissed = n;
-        break;
-
-    case 'c':
-        st->converted = n;
-        break;
-    }
+    /* the configuration's name: it outlives the request */
+    st->name.data = field->data + 4;
+    st->name.len = field->len - 4;
+    st->shown = n[0];
+    st->since = n[1];
+    st->dismissed = n[2];
+    st->converted = n[3];
 
     return NGX_OK;
 }

@@ -96,34 +96,41 @@ sub popup_of {
     return $r->body =~ /data-lc-popup="([^"]+)"/ ? $1 : '';
 }
 
-$t->redis_cmd('HSET', $key, 'pop:join:n', 2, 'pop:join:t', $now - 1000);
+# a popup's state is one field: "SHOWN WINDOW DISMISSED CONVERTED"
+sub pop_state {
+    my ($name, %v) = @_;
+    $t->redis_cmd('HSET', $key, "pop:$name",
+                  join(' ', map { $v{$_} // 0 } qw(n t d c)));
+}
+
+pop_state('join', n => 2, t => $now - 1000);
 is(popup_of(@member), 'other', 'cap 2/1d reached in this window: not shown');
 
-$t->redis_cmd('HSET', $key, 'pop:join:n', 1);
+pop_state('join', n => 1, t => $now - 1000);
 is(popup_of(@member), 'join', 'one show in the window: shown again');
 
-$t->redis_cmd('HSET', $key, 'pop:join:n', 5, 'pop:join:t', $now - 86_400_000 - 1000);
+pop_state('join', n => 5, t => $now - 86_400_000 - 1000);
 is(popup_of(@member), 'join', 'a window older than the period no longer counts');
 
 # the same visitor id with nothing else: no other cookie, no storage
 my @bare = (Cookie => $t->cookie_for($vid) . '; member=1');
-$t->redis_cmd('HSET', $key, 'pop:join:t', $now);
+pop_state('join', n => 5, t => $now);
 is(popup_of(@bare), 'other', 'cookie jar cleared, visitor id kept: still capped');
 
-$t->redis_cmd('HDEL', $key, 'pop:join:n', 'pop:join:t');
-$t->redis_cmd('HSET', $key, 'pop:join:d', $now - 3_600_000);
+pop_state('join', d => $now - 3_600_000);
 is(popup_of(@member), 'other', 'dismissed an hour ago, period 1d: not shown');
 
-$t->redis_cmd('HSET', $key, 'pop:join:d', $now - 2 * 86_400_000);
+pop_state('join', d => $now - 2 * 86_400_000);
 is(popup_of(@member), 'join', 'dismissed two days ago: shown');
 
-$t->redis_cmd('HSET', $key, 'pop:other:d', $now - 10 * 86_400_000,
-              'pop:join:c', $now - 5 * 86_400_000);
+pop_state('other', d => $now - 10 * 86_400_000);
+pop_state('join', c => $now - 5 * 86_400_000);
 is(popup_of(@member), '', 'converted on join: never again; other dismissed '
                           . '10 days ago, no cap: 30 days away');
 
-$t->redis_cmd('HDEL', $key, 'pop:join:c', 'pop:join:d', 'pop:other:d');
-is(popup_of(@member), 'join', 'state cleared: shown');
+$t->redis_cmd('HSET', $key, 'pop:join', 'garbage');
+$t->redis_cmd('HDEL', $key, 'pop:other');
+is(popup_of(@member), 'join', 'state unreadable or cleared: shown');
 
 $t->redis_cmd('HSET', $key, 'optin', 'yes');
 is(popup_of(@member), '', 'opted in: no popup at all');

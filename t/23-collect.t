@@ -217,6 +217,13 @@ is_deeply($redis->cmd('LRANGE', key_orders($vid), 0, -1), ['A-1001'],
 
 # --- popups ---------------------------------------------------------------
 
+# a popup's state on the profile: "SHOWN WINDOW DISMISSED CONVERTED"
+sub pop_state {
+    my ($name) = @_;
+    my @v = split / /, $redis->hgetall($key)->{"pop:$name"} // '';
+    return { n => $v[0], t => $v[1], d => $v[2], c => $v[3] };
+}
+
 sub popup_on_page {
     my $body = $t->http_get('/', Cookie => $cookie)->body;
     my ($name) = $body =~ /data-lc-popup="([^"]+)"/;
@@ -227,38 +234,38 @@ is(popup_on_page(), 'save-visit', 'the page offers save-visit');
 
 $t0 = now_ms();
 stored('popup_shown', $cookie, 'e=popup_shown&popup=save-visit');
-$p = $redis->hgetall($key);
-is($p->{'pop:save-visit:n'}, 1, 'pop:save-visit:n 1');
-ok($p->{'pop:save-visit:t'} >= $t0 && $p->{'pop:save-visit:t'} <= now_ms(),
-   'pop:save-visit:t: the window starts now');
-my $since = $p->{'pop:save-visit:t'};
+my $st = pop_state('save-visit');
+is($st->{n}, 1, 'pop:save-visit: shown 1');
+ok($st->{t} >= $t0 && $st->{t} <= now_ms(), 'pop:save-visit: the window starts now');
+my $since = $st->{t};
 is(last_event($vid)->{popup}, 'save-visit', 'event popup_shown with its popup');
 
 stored('popup_shown again', $cookie, 'e=popup_shown&popup=save-visit');
-$p = $redis->hgetall($key);
-is($p->{'pop:save-visit:n'}, 2, 'n 2');
-is($p->{'pop:save-visit:t'}, $since, 'same window');
+$st = pop_state('save-visit');
+is($st->{n}, 2, 'shown 2');
+is($st->{t}, $since, 'same window');
 is(popup_on_page(), 'plain', 'cap=2/1d reached: the page offers the next popup');
 
 # the window began longer ago than the cap period: a new one
-$redis->cmd('HSET', $key, 'pop:save-visit:t', now_ms() - 86400 * 1000 - 5000);
+$redis->cmd('HSET', $key, 'pop:save-visit', join(' ', 2, now_ms() - 86400 * 1000 - 5000, 0, 0));
 is(popup_on_page(), 'save-visit', 'window over: save-visit is offered again');
 $t0 = now_ms();
 stored('popup_shown after the window', $cookie, 'e=popup_shown&popup=save-visit');
-$p = $redis->hgetall($key);
-is($p->{'pop:save-visit:n'}, 1, 'a new window: n 1');
-ok($p->{'pop:save-visit:t'} >= $t0, 'a new window: t now');
+$st = pop_state('save-visit');
+is($st->{n}, 1, 'a new window: shown 1');
+ok($st->{t} >= $t0, 'a new window: it starts now');
 
 # an uncapped popup counts its shows over 30 days
 stored('popup_shown, no cap', $cookie, 'e=popup_shown&popup=plain');
-$redis->cmd('HSET', $key, 'pop:plain:t', now_ms() - 29 * 86400 * 1000);
+$redis->cmd('HSET', $key, 'pop:plain', join(' ', 1, now_ms() - 29 * 86400 * 1000, 0, 0));
 stored('popup_shown, no cap, 29 days on', $cookie, 'e=popup_shown&popup=plain');
-is($redis->hgetall($key)->{'pop:plain:n'}, 2, 'uncapped: the window is 30 days');
+is(pop_state('plain')->{n}, 2, 'uncapped: the window is 30 days');
 
 $t0 = now_ms();
 stored('popup_dismissed', $cookie, 'e=popup_dismissed&popup=plain');
-$p = $redis->hgetall($key);
-ok($p->{'pop:plain:d'} >= $t0 && $p->{'pop:plain:d'} <= now_ms(), 'pop:plain:d: now');
+$st = pop_state('plain');
+ok($st->{d} >= $t0 && $st->{d} <= now_ms(), 'pop:plain: dismissed now');
+is($st->{n}, 2, 'pop:plain: the dismissal keeps the shows');
 is(last_event($vid)->{type}, 'popup_dismissed', 'event popup_dismissed');
 
 # --- optin ----------------------------------------------------------------
@@ -271,7 +278,7 @@ stored('optin', $cookie,
 $p = $redis->hgetall($key);
 is($p->{email}, 'foo.bar@example.com', 'email stored normalised');
 ok($p->{optin} >= $t0 && $p->{optin} <= now_ms(), 'optin: the time of consent');
-ok($p->{'pop:save-visit:c'} >= $t0, 'pop:save-visit:c: converted');
+ok(pop_state('save-visit')->{c} >= $t0, 'pop:save-visit: converted');
 $ev = last_event($vid);
 is_deeply([@$ev{qw(type email popup sess)}],
           ['optin', 'foo.bar@example.com', 'save-visit', 1],

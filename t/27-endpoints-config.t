@@ -152,10 +152,10 @@ my $v = random_vid();
 my @c = (Cookie => $t->cookie_for($v),
          'Content-Type' => 'application/x-www-form-urlencoded');
 $t->http_post('/lifecycle/collect', 'e=popup_shown&popup=join', @c);
-$t->redis->cmd('HSET', key_profile($v), 'pop:join:t',
-               int(time() * 1000) - 2 * 86400 * 1000);
+$t->redis->cmd('HSET', key_profile($v), 'pop:join',
+               join(' ', 1, int(time() * 1000) - 2 * 86400 * 1000, 0, 0));
 $t->http_post('/lifecycle/collect', 'e=popup_shown&popup=join', @c);
-is($t->redis->hgetall(key_profile($v))->{'pop:join:n'}, 1,
+like($t->redis->hgetall(key_profile($v))->{'pop:join'}, qr/^1 /,
    'the shorter period (1d) restarts the window after 2 days');
 $t->stop;
 

@@ -63,6 +63,11 @@ const events = async (vid) => {
         return o;
     }).filter((e) => e.vid === vid);
 };
+// a popup's state on the profile: "SHOWN WINDOW DISMISSED CONVERTED"
+const popState = (p, name) => {
+    const [shown, since, dismissed, converted] = (p['pop:' + name] || '0 0 0 0').split(' ').map(Number);
+    return { shown, since, dismissed, converted };
+};
 
 // launch() starts chromium with a fresh profile (a new temporary
 // user-data-dir, removed at close); each visitor is a new context of it.
@@ -209,12 +214,13 @@ await scenario('desktop visitor: hero, exit intent, Esc', async () => {
     {
         const prof = await until(async () => {
             const p = await hgetall(profileKey(vid));
-            return p['pop:save-visit:d'] ? p : null;
+            return popState(p, 'save-visit').dismissed ? p : null;
         });
-        ok(prof, 'Redis: the dismissal is on the profile (pop:save-visit:d)', prof);
-        ok(prof && Math.abs(Number(prof['pop:save-visit:d']) - Date.now()) < 60000,
-           'Redis: pop:save-visit:d is the time of the dismissal', prof);
-        ok(prof && Number(prof['pop:save-visit:n']) >= 1, 'Redis: the show is counted (pop:save-visit:n)', prof);
+        const st = popState(prof || {}, 'save-visit');
+        ok(prof, 'Redis: the dismissal is on the profile (pop:save-visit)', prof);
+        ok(Math.abs(st.dismissed - Date.now()) < 60000,
+           'Redis: the time of the dismissal', prof);
+        ok(st.shown >= 1, 'Redis: the show is counted', prof);
         const ev = await events(vid);
         ok(ev.some((e) => e.type === 'popup_shown'), 'Redis: a popup_shown event in lc:{hh}:ev', ev.slice(-3));
         ok(ev.some((e) => e.type === 'popup_dismissed'), 'Redis: a popup_dismissed event in lc:{hh}:ev', ev.slice(-3));
@@ -271,7 +277,7 @@ await scenario('opt-in through the popup', async () => {
         });
         is(prof && prof.email, 'shopper.b@example.com', 'Redis: the normalised email on the profile');
         ok(prof && prof.optin, 'Redis: optin on the profile', prof);
-        ok(prof && prof['pop:save-visit:c'], 'Redis: the conversion (pop:save-visit:c)', prof);
+        ok(prof && popState(prof, 'save-visit').converted, 'Redis: the conversion (pop:save-visit)', prof);
         const ev = await events(vid);
         ok(ev.some((e) => e.type === 'optin'), 'Redis: an optin event in lc:{hh}:ev', ev.slice(-3));
         await page.goto(base + '/');
