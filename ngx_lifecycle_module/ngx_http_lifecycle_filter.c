@@ -76,6 +76,7 @@ typedef struct {
 
     /* a static page that may come as a file: from the page cache */
     off_t                       page_size;
+    time_t                      page_mtime;
 
     unsigned                    popup_done:1;
     unsigned                    zdone:1;
@@ -295,6 +296,7 @@ ngx_http_lifecycle_filter_start(ngx_http_request_t *r,
         && r->headers_out.content_length_n <= NGX_HTTP_LIFECYCLE_PAGE_MAX)
     {
         ctx->page_size = r->headers_out.content_length_n;
+        ctx->page_mtime = r->headers_out.last_modified_time;
 
     } else {
         r->filter_need_in_memory = 1;
@@ -653,7 +655,7 @@ ngx_http_lifecycle_file_input(ngx_http_request_t *r,
         && b->last_buf && !b->file->directio
         && ctx->in == NULL && ctx->busy == NULL && ctx->m_len == 0)
     {
-        page = ngx_http_lifecycle_page_get(r, b);
+        page = ngx_http_lifecycle_page_get(r, b, ctx->page_mtime);
 
         if (page == NGX_HTTP_LIFECYCLE_PAGE_ERROR) {
             return NGX_ERROR;

@@ -491,7 +491,7 @@ ngx_int_t ngx_http_lifecycle_filter_scan(u_char *data, size_t len,
 char *ngx_http_lifecycle_page_cache(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_http_lifecycle_page_t *ngx_http_lifecycle_page_get(ngx_http_request_t *r,
-    ngx_buf_t *b);
+    ngx_buf_t *b, time_t mtime);
 void ngx_http_lifecycle_page_exit_process(void);
 
 /* endpoints: one script call of a content handler (..._call.c) */
