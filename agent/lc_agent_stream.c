@@ -404,7 +404,7 @@ lc_agent_consume(lc_agent_t *ag)
     int          n, nogroup;
     unsigned     shard, got;
     long long    now;
-    redisReply  *r;
+    redisReply  *r, *replies[LC_SHARDS];
 
     now = lc_agent_now();
 
@@ -435,14 +435,22 @@ lc_agent_consume(lc_agent_t *ag)
         }
     }
 
+    /*
+     * All the replies first: a command sent while some are unread
+     * would get one of them for its answer.
+     */
+    for (got = 0; got < LC_SHARDS; got++) {
+        replies[got] = lc_agent_get_reply(ag);
+
+        if (replies[got] == NULL) {
+            break;
+        }
+    }
+
     nogroup = 0;
 
-    /* every reply is read, even after a failure, to keep the pipeline */
-    for (got = 0; got < LC_SHARDS; got++) {
-        r = lc_agent_get_reply(ag);
-        if (r == NULL) {
-            return n;
-        }
+    for (shard = 0; shard < got; shard++) {
+        r = replies[shard];
 
         if (r->type == REDIS_REPLY_ERROR) {
             nogroup |= strncmp(r->str, "NOGROUP", 7) == 0;
@@ -451,8 +459,10 @@ lc_agent_consume(lc_agent_t *ag)
                 lc_agent_log(LC_AGENT_LOG_ERROR, "XREADGROUP: %s", r->str);
             }
 
-        } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 1) {
-            n += lc_agent_entries(ag, got, r->element[0]->element[1], now);
+        } else if (got == LC_SHARDS && r->type == REDIS_REPLY_ARRAY
+                   && r->elements == 1)
+        {
+            n += lc_agent_entries(ag, shard, r->element[0]->element[1], now);
         }
 
         freeReplyObject(r);
