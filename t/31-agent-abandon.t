@@ -21,51 +21,13 @@ my $a = Lifecycle::Agent->new($t);
 
 $a->need_smtp;
 
-my $catalog = "$FindBin::Bin/../conf/demo/catalog.tsv";
-
-$t->html("product/$_.html", "<html><body>$_</body></html>\n") for qw(p1 p2 p3 p4);
-$t->html('category/shoes.html', "<html><body>shoes</body></html>\n");
-$t->html('index.html', "<html><body>home</body></html>\n");
-$t->html('cart.html', "<html><body>cart</body></html>\n");
-$t->html('done.html', "<html><body>thanks</body></html>\n");
-
-$t->config(<<"EOF");
-    lifecycle_redis %%REDIS%%;
-    lifecycle_secret %%SECRET%%;
-    lifecycle_catalog $catalog;
-    lifecycle_session_timeout 30m;
-    server {
-        listen 127.0.0.1:%%PORT%%;
-        root %%HTML%%;
-        lifecycle on;
-        lifecycle_view product  ^/product/(?<id>[a-z0-9]+)\\.html\$;
-        lifecycle_view category ^/category/(?<id>[a-z0-9-]+)\\.html\$;
-        lifecycle_view cart_add ^/cart/add\$ id=\$arg_sku method=POST;
-        lifecycle_view purchase ^/checkout/done\$ id=\$arg_order;
-        lifecycle_view page ^/;
-        location = /cart/add { try_files /.none \@added; }
-        location \@added { return 303 /cart.html; }
-        location = /checkout/done { try_files /done.html =404; }
-    }
-EOF
-$t->start;
+$a->shop;
 
 my $smtp = $a->smtp_start;
 $a->start('a1', channel => 'smtp', smtp_url => "smtp://127.0.0.1:$smtp",
           abandon_after => '2s');
 
-# a visitor known to the module (a signed cookie), browsing
-sub visit {
-    my ($vid, @paths) = @_;
-    my $cookie = $t->cookie_for($vid);
-    for my $p (@paths) {
-        my ($method, $path) = ref $p ? @$p : ('GET', $p);
-        my $r = $t->http_get($path, Cookie => $cookie, -method => $method,
-                             ($method eq 'POST' ? (-body => '') : ()));
-        ok($r->status == 200 || $r->status == 303, "$method $path")
-            or diag($r->error // $r->raw);
-    }
-}
+sub visit { $a->visit(@_) }
 
 my %v = map { $_ => random_vid() } qw(browse cart bought silent);
 my %email = (browse => 'Browse.Visitor@Example.com',

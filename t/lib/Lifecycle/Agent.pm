@@ -26,6 +26,8 @@ package Lifecycle::Agent;
 #   webhook_start(answers => [500, 200]) -> port ("hang" answers nothing
 #   for 5 s); webhook_requests -> [ { headers => {lc name => v},
 #   body => ..., status => answered } ]
+#   shop (nginx with the module and a small shop, started);
+#   visit($vid, @paths) (["POST", path] for a POST)
 #   optin($vid, $email) the profile fields and the stream entry of an
 #   opt-in, as lifecycle_collect writes them
 #   person_id($email) (normalised by the caller) -> PID; token($pid)
@@ -336,6 +338,60 @@ sub webhook_requests {
                    body => $body };
     }
     return @r;
+}
+
+###########################################################################
+# a small shop in front of the module: products p1..p4 (the demo's
+# catalog), a category, add to cart (POST /cart/add?sku=ID), a purchase
+# (/checkout/done?order=ID)
+
+sub shop {
+    my ($self, %o) = @_;
+    my $t = $self->{t};
+    my $catalog = "$REPO/conf/demo/catalog.tsv";
+    $t->html("product/$_.html", "<html><body>$_</body></html>\n")
+        for qw(p1 p2 p3 p4);
+    $t->html('category/shoes.html', "<html><body>shoes</body></html>\n");
+    $t->html('index.html', "<html><body>home</body></html>\n");
+    $t->html('cart.html', "<html><body>cart</body></html>\n");
+    $t->html('done.html', "<html><body>thanks</body></html>\n");
+    my $timeout = $o{session_timeout} // '30m';
+    $t->config(<<"CONF");
+    lifecycle_redis %%REDIS%%;
+    lifecycle_secret %%SECRET%%;
+    lifecycle_catalog $catalog;
+    lifecycle_session_timeout $timeout;
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        root %%HTML%%;
+        lifecycle on;
+        lifecycle_view product  ^/product/(?<id>[a-z0-9]+)\\.html\$;
+        lifecycle_view category ^/category/(?<id>[a-z0-9-]+)\\.html\$;
+        lifecycle_view cart_add ^/cart/add\$ id=\$arg_sku method=POST;
+        lifecycle_view purchase ^/checkout/done\$ id=\$arg_order;
+        lifecycle_view page ^/;
+        location = /cart/add { try_files /.none \@added; }
+        location \@added { return 303 /cart.html; }
+        location = /checkout/done { try_files /done.html =404; }
+    }
+CONF
+    $t->start;
+}
+
+# a visitor known to the module (a signed cookie) asks for these paths
+# (["POST", path] for a POST); each must answer 200 or 303
+sub visit {
+    my ($self, $vid, @paths) = @_;
+    my $t = $self->{t};
+    my $cookie = $t->cookie_for($vid);
+    for my $p (@paths) {
+        my ($method, $path) = ref $p ? @$p : ('GET', $p);
+        my $r = $t->http_get($path, Cookie => $cookie, -method => $method,
+                             ($method eq 'POST' ? (-body => '') : ()));
+        Test::More::ok($r->status == 200 || $r->status == 303,
+                       "$method $path")
+            or Test::More::diag($r->error // $r->raw);
+    }
 }
 
 ###########################################################################
