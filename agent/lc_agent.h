@@ -177,7 +177,9 @@ typedef struct {
 
 
 /* a message ready for a channel */
-typedef struct {
+typedef struct lc_agent_msg_s  lc_agent_msg_t;
+
+struct lc_agent_msg_s {
     lc_agent_msg_ref_t         *ref;
     char                       *to;               /* in the arena */
     char                       *subject;
@@ -188,7 +190,16 @@ typedef struct {
     size_t                      eml_len;
     char                       *json;             /* webhook body */
     size_t                      json_len;
-} lc_agent_msg_t;
+
+    /*
+     * Called once, right before the last bytes of the message go to
+     * the server: until then the server cannot have accepted it (SMTP
+     * needs the final dot, HTTP the whole body).
+     */
+    void                      (*handed)(lc_agent_msg_t *m);
+    void                       *handed_ctx;
+    int                         handed_done;
+};
 
 
 /* what a channel says of a delivery */

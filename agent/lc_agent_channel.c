@@ -28,6 +28,7 @@ typedef struct {
     const char                 *data;
     size_t                      len;
     size_t                      pos;
+    lc_agent_msg_t             *msg;
 } lc_agent_upload_t;
 
 
@@ -171,8 +172,14 @@ lc_agent_upload(char *buf, size_t size, size_t nitems, void *ctx)
     u = ctx;
     n = size * nitems;
 
-    if (n > u->len - u->pos) {
+    if (n >= u->len - u->pos) {
         n = u->len - u->pos;
+
+        /* the last bytes: from here on the server may have it */
+        if (u->msg->handed && !u->msg->handed_done) {
+            u->msg->handed_done = 1;
+            u->msg->handed(u->msg);
+        }
     }
 
     memcpy(buf, u->data + u->pos, n);
@@ -239,6 +246,7 @@ lc_agent_smtp(lc_agent_conf_t *cf, lc_agent_msg_t *m, char *err,
     u.data = m->eml;
     u.len = m->eml_len;
     u.pos = 0;
+    u.msg = m;
 
     curl_easy_setopt(c, CURLOPT_URL, cf->smtp_url);
     curl_easy_setopt(c, CURLOPT_MAIL_FROM, from);
@@ -266,12 +274,13 @@ lc_agent_smtp(lc_agent_conf_t *cf, lc_agent_msg_t *m, char *err,
     if (rc == CURLE_OK) {
         result = LC_AGENT_SENT;
 
-    } else if (code == 354) {
+    } else if (m->handed_done) {
         /*
-         * The message went out after "354" and no verdict came back:
-         * the server may have it. Never again rather than twice.
+         * The whole message went out and no verdict came back: the
+         * server may have it. Never again rather than twice.
          */
-        snprintf(err, errlen, "smtp: %s after DATA", curl_easy_strerror(rc));
+        snprintf(err, errlen, "smtp: %s after the data",
+                 curl_easy_strerror(rc));
         result = LC_AGENT_UNKNOWN;
 
     } else if (code >= 500) {
@@ -299,6 +308,7 @@ lc_agent_webhook(lc_agent_conf_t *cf, lc_agent_msg_t *m, char *err,
     CURLcode             rc;
     struct curl_slist   *h;
     lc_agent_buf_t       sig = { NULL, 0, 0, 0 }, id = { NULL, 0, 0, 0 };
+    lc_agent_upload_t    u;
     lc_agent_result_e    result;
 
     lc_agent_buf_str(&sig, "X-Lifecycle-Signature: ");
@@ -323,9 +333,16 @@ lc_agent_webhook(lc_agent_conf_t *cf, lc_agent_msg_t *m, char *err,
     h = curl_slist_append(h, id.data);
     h = curl_slist_append(h, "Expect:");
 
+    u.data = m->json;
+    u.len = m->json_len;
+    u.pos = 0;
+    u.msg = m;
+
     curl_easy_setopt(c, CURLOPT_URL, cf->webhook_url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, m->json);
+    curl_easy_setopt(c, CURLOPT_POST, 1L);
+    curl_easy_setopt(c, CURLOPT_READFUNCTION, lc_agent_upload);
+    curl_easy_setopt(c, CURLOPT_READDATA, &u);
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
                      (curl_off_t) m->json_len);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "lifecycle-agent/"
@@ -342,7 +359,11 @@ lc_agent_webhook(lc_agent_conf_t *cf, lc_agent_msg_t *m, char *err,
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
 
     if (rc != CURLE_OK) {
-        /* timeouts and refused connections: worth another try */
+        /*
+         * Timeouts and refused connections: worth another try, even a
+         * timeout after the body went out (the receiver can tell a
+         * second delivery by X-Lifecycle-Id).
+         */
         snprintf(err, errlen, "webhook: %s", curl_easy_strerror(rc));
         result = LC_AGENT_RETRY;
 

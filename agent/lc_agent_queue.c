@@ -4,11 +4,13 @@
  * "lc:{agent}:m:ID" and its id in the sorted set "lc:{agent}:due",
  * scored with the time it is due. An agent takes a due message by
  * moving its score a lease ahead (a script, so two agents never take
- * the same one), records "sending" before the channel is called, and
- * "sent", a retry or a dead letter after. A message found "sending" was
- * interrupted by a crash: the outbox can tell whether its file was
- * written; for SMTP and webhooks the outcome is unknown and the
- * message is dead-lettered, never sent a second time.
+ * the same one), records "sending" before the channel is called,
+ * "handed" right before the last bytes go to the server, and "sent", a
+ * retry or a dead letter after. After a crash, a message found
+ * "sending" cannot have been accepted (an SMTP server needs the final
+ * dot, an HTTP server the whole body) and is sent; the outbox can tell
+ * by its file; one found "handed" may have arrived, and is
+ * dead-lettered, never sent a second time.
  */
 
 
@@ -26,6 +28,7 @@
 #define LC_AGENT_DUE_BATCH   16
 
 #define LC_AGENT_STATE_SENDING  "sending"
+#define LC_AGENT_STATE_HANDED   "handed"
 
 
 /* KEYS: the message, the due set; ARGV: due, id, then field, value... */
@@ -430,6 +433,30 @@ lc_agent_retry(lc_agent_t *ag, lc_agent_msg_ref_t *ref, long long tries,
 }
 
 
+/*
+ * Durable before the last bytes of a message leave for the server; if
+ * Redis cannot record it, the delivery goes on all the same (a crash
+ * right then would send it a second time: Redis and the agent failing
+ * together).
+ */
+
+static void
+lc_agent_handed(lc_agent_msg_t *m)
+{
+    lc_agent_t  *ag;
+    redisReply  *r;
+
+    ag = m->handed_ctx;
+
+    r = lc_agent_cmd(ag, "HSET " LC_KEY_AGENT_MESSAGE "%s state "
+                     LC_AGENT_STATE_HANDED, m->ref->id);
+
+    if (lc_agent_redis_ok(ag, r, "HSET message")) {
+        freeReplyObject(r);
+    }
+}
+
+
 /* one message taken from the queue: checked, built, delivered */
 
 static void
@@ -449,15 +476,18 @@ lc_agent_deliver_one(lc_agent_t *ag, lc_agent_msg_ref_t *ref,
     state = lc_agent_hash_get(fields, "state");
     tries = lc_agent_reply_ll(lc_agent_hash_get(fields, "tries"));
 
-    if (state && strcmp(state->str, LC_AGENT_STATE_SENDING) == 0) {
-        /* a crash between "sending" and its outcome */
-        if (ag->conf->channel != LC_AGENT_OUTBOX) {
-            lc_agent_dead(ag, ref, "interrupted", tries,
-                          "interrupted while sending: it may have arrived");
-            return;
-        }
+    if (state && strcmp(state->str, LC_AGENT_STATE_HANDED) == 0) {
+        /* a crash after the server got all of it, before its verdict */
+        lc_agent_dead(ag, ref, "interrupted", tries,
+                      "interrupted while sending: it may have arrived");
+        return;
+    }
 
-        if (lc_agent_outbox_has(ag->conf, ref->id)) {
+    if (state && strcmp(state->str, LC_AGENT_STATE_SENDING) == 0) {
+        /* a crash before the last byte went: nothing can have arrived */
+        if (ag->conf->channel == LC_AGENT_OUTBOX
+            && lc_agent_outbox_has(ag->conf, ref->id))
+        {
             lc_agent_log(LC_AGENT_LOG_INFO, "message=%s kind=%s step=%d "
                          "person=%s channel=outbox result=sent "
                          "(found after a restart)", ref->id,
@@ -465,6 +495,9 @@ lc_agent_deliver_one(lc_agent_t *ag, lc_agent_msg_ref_t *ref,
             lc_agent_sent(ag, ref, now);
             return;
         }
+
+        lc_agent_log(LC_AGENT_LOG_INFO, "message=%s: interrupted before the "
+                     "server had all of it: sent again", ref->id);
     }
 
     ok = lc_agent_eligible(ag, ref->pid, &why);
@@ -493,6 +526,8 @@ lc_agent_deliver_one(lc_agent_t *ag, lc_agent_msg_ref_t *ref,
 
     memset(&m, 0, sizeof(m));
     m.ref = ref;
+    m.handed = lc_agent_handed;
+    m.handed_ctx = ag;
     lc_agent_arena_init(&arena);
 
     if (lc_agent_build(ag, &m, &arena) != 0) {

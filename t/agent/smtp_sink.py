@@ -6,10 +6,11 @@ written under a temporary name and renamed.
 
     smtp_sink.py HOST PORT DIR [DELAY [MATCH]]
 
-DELAY (seconds): wait that long after the data came, before keeping it
-and answering 250, for the messages whose data contains MATCH (all when
-MATCH is empty): a client killed meanwhile leaves a message the server
-has and whose outcome it never learnt.
+DELAY (seconds): for the messages whose data contains MATCH (all when
+MATCH is empty), wait that long between keeping the message and
+answering 250, as an MTA that commits to its queue on the final dot and
+is slow to say so: a client killed meanwhile leaves a message the
+server has and whose outcome it never learnt.
 """
 
 import asyncio
@@ -30,8 +31,6 @@ class Sink:
 
     async def handle_DATA(self, server, session, envelope):
         data = envelope.original_content or envelope.content
-        if self.delay and (not self.match or self.match in data):
-            await asyncio.sleep(self.delay)
         self.n += 1
         name = "%d-%04d" % (time.time_ns(), self.n)
         for ext, body in (
@@ -43,6 +42,8 @@ class Sink:
             with open(tmp, "wb") as f:
                 f.write(body)
             os.rename(tmp, os.path.join(self.outdir, name + ext))
+        if self.delay and (not self.match or self.match in data):
+            await asyncio.sleep(self.delay)
         return "250 OK queued as " + name
 
 
