@@ -235,10 +235,13 @@ sub smtp_messages {
     return @m;
 }
 
+# the messages of the outbox, oldest first
 sub outbox_messages {
     my ($self) = @_;
     my @m;
-    for my $f (sort glob($self->outbox_dir . '/*.eml')) {
+    for my $f (sort { (stat $a)[9] <=> (stat $b)[9] }
+               glob($self->outbox_dir . '/*.eml'))
+    {
         my $m = parse_mail(_slurp($f));
         $m->{file} = $f;
         (my $j = $f) =~ s/\.eml$/.json/;
