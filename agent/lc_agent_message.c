@@ -352,8 +352,9 @@ lc_agent_mime(lc_agent_conf_t *cf, lc_agent_msg_t *m, long long now)
 static json_t *
 lc_agent_value_json(const lc_value_t *v)
 {
-    size_t   i;
-    json_t  *j;
+    size_t      i;
+    json_t     *j;
+    json_int_t  n;
 
     switch (v->type) {
 
@@ -362,7 +363,13 @@ lc_agent_value_json(const lc_value_t *v)
 
     case LC_VALUE_STRING:
         if (v->number) {
-            return json_integer(strtoll(v->u.str, NULL, 10));
+            /* the digits of lc_value_uint() are not NUL-terminated */
+            n = 0;
+            for (i = 0; i < v->len; i++) {
+                n = n * 10 + (v->u.str[i] - '0');
+            }
+
+            return json_integer(n);
         }
 
         return json_stringn_nocheck(v->u.str, v->len);
