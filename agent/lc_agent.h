@@ -267,13 +267,12 @@ void lc_agent_statn(lc_agent_t *ag, const char *name, long long n);
 int lc_agent_header_safe(const char *s, size_t len);
 void lc_agent_header_encode(lc_agent_buf_t *b, const char *name,
     const char *value);
+void lc_agent_from_encode(lc_agent_buf_t *b, const char *from);
 void lc_agent_qp(lc_agent_buf_t *b, const char *s, size_t len);
 int lc_agent_mime(lc_agent_conf_t *cf, lc_agent_msg_t *m, long long now);
 int lc_agent_render(lc_agent_t *ag, lc_agent_msg_t *m,
     const lc_value_t *text, const lc_value_t *html);
 void lc_agent_msg_free(lc_agent_msg_t *m);
-const lc_value_t *lc_agent_product(lc_agent_conf_t *cf, lc_agent_arena_t *a,
-    const char *id, size_t len, int trusted_all);
 int lc_agent_build(lc_agent_t *ag, lc_agent_msg_t *m, lc_agent_arena_t *a);
 int lc_agent_unsubscribe_url(lc_agent_conf_t *cf, const char *pid,
     lc_agent_buf_t *b);
@@ -288,7 +287,6 @@ int lc_agent_outbox_has(lc_agent_conf_t *cf, const char *id);
 /* lc_agent_person.c */
 int lc_agent_link(lc_agent_t *ag, const char *vid, const char *email,
     size_t len, long long optin, char *pid);
-int lc_agent_person_of(lc_agent_t *ag, const char *email, char *pid);
 int lc_agent_forget(lc_agent_t *ag, const char *email);
 int lc_agent_export(lc_agent_t *ag, const char *email);
 void lc_agent_unsubscribed(lc_agent_t *ag, const char *pid);
@@ -303,11 +301,9 @@ int lc_agent_session_split(const char *member, size_t len, char *vid,
 int lc_agent_enqueue(lc_agent_t *ag, lc_agent_msg_ref_t *ref, long long due);
 int lc_agent_deliver_due(lc_agent_t *ag);
 void lc_agent_queue_recover(lc_agent_t *ag);
-int lc_agent_msg_read(lc_agent_t *ag, const char *id, lc_agent_msg_ref_t *ref);
 
 /* lc_agent_stream.c */
 int lc_agent_consume(lc_agent_t *ag);
-int lc_agent_groups(lc_agent_t *ag);
 int lc_agent_status(lc_agent_t *ag);
 
 #endif /* _LC_AGENT_H_INCLUDED_ */

@@ -207,6 +207,47 @@ lc_agent_qp(lc_agent_buf_t *b, const char *s, size_t len)
 }
 
 
+/*
+ * "From: Name <addr>": a display name that is not ASCII is encoded on
+ * its own, the address never is.
+ */
+
+void
+lc_agent_from_encode(lc_agent_buf_t *b, const char *from)
+{
+    char        *name;
+    size_t       n;
+    const char  *lt;
+
+    lt = strchr(from, '<');
+
+    if (lt == NULL || lc_agent_ascii(from, strlen(from))) {
+        lc_agent_header_encode(b, "From", from);
+        return;
+    }
+
+    for (n = lt - from; n && from[n - 1] == ' '; n--) { /* void */ }
+
+    name = strndup(from, n);
+    if (name == NULL) {
+        b->failed = 1;
+        return;
+    }
+
+    lc_agent_header_encode(b, "From", name);
+    free(name);
+
+    if (b->failed) {
+        return;
+    }
+
+    /* the CRLF the encoder ended with: the address goes on that line */
+    b->len -= 2;
+    b->data[b->len] = '\0';
+    lc_agent_buf_printf(b, " %s\r\n", lt);
+}
+
+
 /* "<url>?t=PID.SIG": the link the module's unsubscribe endpoint honours */
 
 int
@@ -287,7 +328,7 @@ lc_agent_mime(lc_agent_conf_t *cf, lc_agent_msg_t *m, long long now)
     at = memchr(addr, '@', alen);
 
     lc_agent_buf_printf(&b, "Date: %s\r\n", date);
-    lc_agent_header_encode(&b, "From", cf->smtp_from);
+    lc_agent_from_encode(&b, cf->smtp_from);
     lc_agent_buf_printf(&b, "To: <%s>\r\n", m->to);
     lc_agent_header_encode(&b, "Subject", m->subject);
 
@@ -556,7 +597,7 @@ lc_agent_absolute(lc_agent_conf_t *cf, lc_agent_arena_t *a, const char *s,
  * which came from a request.
  */
 
-const lc_value_t *
+static const lc_value_t *
 lc_agent_product(lc_agent_conf_t *cf, lc_agent_arena_t *a, const char *id,
     size_t len, int trusted_all)
 {
@@ -724,7 +765,7 @@ lc_agent_cart(lc_agent_conf_t *cf, lc_agent_arena_t *a, redisReply *cart,
     int trusted_all)
 {
     char                 value[32];
-    size_t               i, n;
+    size_t               i, k, n;
     long long            qty, count;
     lc_value_t          *obj, *items, *item;
     const lc_value_t    *p;
@@ -768,7 +809,7 @@ lc_agent_cart(lc_agent_conf_t *cf, lc_agent_arena_t *a, redisReply *cart,
             return NULL;
         }
 
-        for (size_t k = 0; k < p->len; k++) {
+        for (k = 0; k < p->len; k++) {
             lc_value_add(item, p->u.members[k].key, p->u.members[k].keylen,
                          p->u.members[k].value);
         }
@@ -951,7 +992,7 @@ lc_agent_tree(lc_agent_conf_t *cf, lc_agent_data_t *d, lc_agent_msg_t *m,
 static void
 lc_agent_list_merge(lc_agent_buf_t *b, const char *s, size_t len)
 {
-    const char  *p, *end, *nl, *hit;
+    const char  *p, *end, *nl, *hit, *q;
     size_t       n;
 
     end = s + len;
@@ -967,10 +1008,10 @@ lc_agent_list_merge(lc_agent_buf_t *b, const char *s, size_t len)
             continue;
         }
 
-        /* "\nid\n" in "\n" + b + "\n" */
+        /* the id as a whole line of "b" */
         hit = NULL;
 
-        for (const char *q = b->data; q && q + n <= b->data + b->len; q++) {
+        for (q = b->data; q && q + n <= b->data + b->len; q++) {
             if ((q == b->data || q[-1] == '\n') && memcmp(q, p, n) == 0
                 && (q + n == b->data + b->len || q[n] == '\n'))
             {

@@ -138,7 +138,7 @@ lc_agent_eligible(lc_agent_t *ag, const char *pid, const char **why)
 
 /* the person of an address, or 0 when there is none */
 
-int
+static int
 lc_agent_person_of(lc_agent_t *ag, const char *email, char *pid)
 {
     size_t          len;

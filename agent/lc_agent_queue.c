@@ -110,24 +110,6 @@ lc_agent_ref_parse(const redisReply *r, const char *id,
 }
 
 
-int
-lc_agent_msg_read(lc_agent_t *ag, const char *id, lc_agent_msg_ref_t *ref)
-{
-    int          rc;
-    redisReply  *r;
-
-    r = lc_agent_cmd(ag, "HGETALL " LC_KEY_AGENT_MESSAGE "%s", id);
-    if (!lc_agent_redis_ok(ag, r, "HGETALL message")) {
-        return -1;
-    }
-
-    rc = lc_agent_ref_parse(r, id, ref);
-    freeReplyObject(r);
-
-    return rc;
-}
-
-
 /*
  * Queues a message once: a message of that id that exists already is
  * left as it is, so that a decision taken again after a crash queues

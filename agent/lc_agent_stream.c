@@ -284,7 +284,7 @@ lc_agent_entries(lc_agent_t *ag, unsigned shard, const redisReply *list,
 
 /* the groups, made when missing; again after a stream was deleted */
 
-int
+static int
 lc_agent_groups(lc_agent_t *ag)
 {
     unsigned     shard;

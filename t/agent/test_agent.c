@@ -201,6 +201,17 @@ test_headers(void)
        "header: UTF-8 as an encoded word");
     lc_agent_buf_free(&b);
 
+    lc_agent_from_encode(&b, "Caf\xc3\xa9 Shop <shop@example.com>");
+    ok(b.data && strcmp(b.data, "From: =?UTF-8?B?Q2Fmw6kgU2hvcA==?= "
+                                "<shop@example.com>\r\n") == 0,
+       "header: a UTF-8 display name encoded, the address not");
+    lc_agent_buf_free(&b);
+
+    lc_agent_from_encode(&b, "Shop <shop@example.com>");
+    ok(b.data && strcmp(b.data, "From: Shop <shop@example.com>\r\n") == 0,
+       "header: an ASCII From as it is");
+    lc_agent_buf_free(&b);
+
     /* 30 two-byte characters: 60 bytes, two words, none split */
     {
         char    s[61], *p, *w;
