@@ -158,6 +158,7 @@ typedef struct {
 
     long long                   next_scan;
     long long                   next_claim;
+    long long                   wake;             /* a deadline seen, ms */
     int                         recovered;        /* own pending read */
 } lc_agent_t;
 
@@ -293,7 +294,7 @@ void lc_agent_unsubscribed(lc_agent_t *ag, const char *pid);
 int lc_agent_eligible(lc_agent_t *ag, const char *pid, const char **why);
 
 /* lc_agent_idle.c */
-int lc_agent_scan(lc_agent_t *ag);
+int lc_agent_scan(lc_agent_t *ag, long long *next);
 int lc_agent_session_split(const char *member, size_t len, char *vid,
     long long *n);
 

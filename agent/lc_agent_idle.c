@@ -5,13 +5,16 @@
  * start); every scan_interval the agent takes the entries older than
  * abandon_after and asks the profile for the truth: a session still
  * going gets its score moved to its last activity, a session idle for
- * abandon_after is judged once. The judgement is claimed in
+ * abandon_after is judged once. The next scan comes at the next
+ * deadline the indexes show, or after scan_interval, whichever is
+ * first. The judgement is claimed in
  * "lc:{hh}:a:VID:N" (HSETNX) before anything else, so that of several
  * agents one only takes it, and it is a record that survives a crash:
  * a session is never judged, nor its message queued, twice.
  */
 
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -515,10 +518,62 @@ lc_agent_session(lc_agent_t *ag, lc_agent_session_t *s, long long now)
 }
 
 
-/* one pass over the 64 idle indexes; returns the sessions judged */
+/*
+ * The next deadline: the first entry of each index after the cutoff,
+ * plus abandon_after. A session still going has its last activity for
+ * score, so this is when it becomes idle, to the millisecond; one not
+ * seen yet has its start, earlier than that, and is looked at and
+ * moved then.
+ */
+
+static long long
+lc_agent_next_deadline(lc_agent_t *ag, long long cutoff)
+{
+    unsigned     shard, got;
+    long long    next, at;
+    redisReply  *r;
+
+    next = LLONG_MAX;
+
+    for (shard = 0; shard < LC_SHARDS; shard++) {
+        if (lc_agent_append(ag, "ZRANGEBYSCORE " LC_PREFIX_FMT LC_KEY_IDLE
+                            " (%lld +inf WITHSCORES LIMIT 0 1", shard,
+                            cutoff)
+            != 0)
+        {
+            return next;
+        }
+    }
+
+    for (got = 0; got < LC_SHARDS; got++) {
+        r = lc_agent_get_reply(ag);
+        if (r == NULL) {
+            return next;
+        }
+
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+            at = strtoll(r->element[1]->str, NULL, 10)
+                 + ag->conf->abandon_after;
+
+            if (at < next) {
+                next = at;
+            }
+        }
+
+        freeReplyObject(r);
+    }
+
+    return next;
+}
+
+
+/*
+ * One pass over the 64 idle indexes; returns the sessions judged and
+ * in "next" when the next session becomes idle (LLONG_MAX: none known).
+ */
 
 int
-lc_agent_scan(lc_agent_t *ag)
+lc_agent_scan(lc_agent_t *ag, long long *next)
 {
     int                  judged;
     size_t               i;
@@ -529,6 +584,7 @@ lc_agent_scan(lc_agent_t *ag)
 
     now = lc_agent_now();
     judged = 0;
+    *next = LLONG_MAX;
 
     for (shard = 0; shard < LC_SHARDS && !lc_agent_stop; shard++) {
         r = lc_agent_cmd(ag, "ZRANGEBYSCORE " LC_PREFIX_FMT LC_KEY_IDLE
@@ -567,6 +623,10 @@ lc_agent_scan(lc_agent_t *ag)
         }
 
         freeReplyObject(r);
+    }
+
+    if (!lc_agent_stop) {
+        *next = lc_agent_next_deadline(ag, now - ag->conf->abandon_after);
     }
 
     return judged;

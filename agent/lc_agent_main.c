@@ -9,14 +9,15 @@
  *   lifecycle-agent [-c FILE] export EMAIL all about a person, as JSON
  *
  * The loop, single-threaded: read the streams, judge idle sessions
- * every scan_interval, deliver what is due, sleep a little when there
- * was nothing to do. SIGTERM and SIGINT end it after the work in hand
+ * every scan_interval and at the deadlines the events and the indexes
+ * show, deliver what is due, sleep a little when there was nothing to
+ * do. SIGTERM and SIGINT end it after the work in hand
  * (a delivery in flight finishes and is recorded); SIGHUP loads the
  * configuration again and keeps the old one if the new one is wrong.
  */
 
 
-#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,12 @@
 
 /* the nap between two rounds that found nothing to do */
 #define LC_AGENT_IDLE_NAP_MS  200
+
+/*
+ * Scans at deadlines come no closer together than this: a shop with
+ * many sessions ending would have one every few milliseconds.
+ */
+#define LC_AGENT_SCAN_GAP_MS  250
 
 
 volatile sig_atomic_t  lc_agent_stop;
@@ -126,7 +133,7 @@ static int
 lc_agent_run(lc_agent_t *ag)
 {
     int        did, queue_recovered;
-    long long  now;
+    long long  now, next, last_scan;
 
     lc_agent_signals();
 
@@ -138,6 +145,7 @@ lc_agent_run(lc_agent_t *ag)
                  ag->conf->abandon_after / 1000, ag->conf->scan_interval);
 
     queue_recovered = 0;
+    last_scan = 0;
 
     while (!lc_agent_stop) {
         if (lc_agent_reload) {
@@ -145,6 +153,14 @@ lc_agent_run(lc_agent_t *ag)
         }
 
         did = lc_agent_consume(ag);
+
+        /* a deadline the events show, if it comes before the scan */
+        if (ag->wake < ag->next_scan) {
+            ag->next_scan = ag->wake > last_scan + LC_AGENT_SCAN_GAP_MS
+                            ? ag->wake : last_scan + LC_AGENT_SCAN_GAP_MS;
+        }
+
+        ag->wake = LLONG_MAX;
 
         if (ag->recovered && !queue_recovered) {
             lc_agent_queue_recover(ag);
@@ -154,8 +170,16 @@ lc_agent_run(lc_agent_t *ag)
         now = lc_agent_now();
 
         if (now >= ag->next_scan && !lc_agent_stop) {
-            lc_agent_scan(ag);
+            lc_agent_scan(ag, &next);
+            last_scan = now;
+
+            /* the next deadline, if it comes before scan_interval */
             ag->next_scan = now + ag->conf->scan_interval;
+
+            if (next < ag->next_scan) {
+                ag->next_scan = next > now + LC_AGENT_SCAN_GAP_MS
+                                ? next : now + LC_AGENT_SCAN_GAP_MS;
+            }
         }
 
         if (!lc_agent_stop) {
@@ -163,7 +187,11 @@ lc_agent_run(lc_agent_t *ag)
         }
 
         if (!did && !lc_agent_stop) {
-            lc_agent_nap(LC_AGENT_IDLE_NAP_MS);
+            /* short of the next scan if it comes sooner */
+            now = lc_agent_now();
+            lc_agent_nap(ag->next_scan - now < LC_AGENT_IDLE_NAP_MS
+                         ? (ag->next_scan > now ? ag->next_scan - now : 1)
+                         : LC_AGENT_IDLE_NAP_MS);
         }
     }
 
@@ -269,6 +297,7 @@ main(int argc, char **argv)
     }
 
     lc_agent_set_owner(&ag);
+    ag.wake = LLONG_MAX;
 
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "lifecycle-agent: curl_global_init() failed\n");

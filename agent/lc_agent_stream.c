@@ -215,6 +215,7 @@ lc_agent_entries(lc_agent_t *ag, unsigned shard, const redisReply *list,
 {
     int           n;
     size_t        i, k;
+    long long     at;
     redisReply   *r, *e;
     const char  **argv;
     size_t       *lens;
@@ -252,6 +253,16 @@ lc_agent_entries(lc_agent_t *ag, unsigned shard, const redisReply *list,
         }
 
         n++;
+
+        /*
+         * A view at this time: its session cannot be idle before this
+         * plus abandon_after, and may be then; a scan is due at that
+         * moment, not only at the next scan_interval.
+         */
+        at = strtoll(e->element[0]->str, NULL, 10) + ag->conf->abandon_after;
+        if (at < ag->wake) {
+            ag->wake = at;
+        }
 
         if (e->element[1]->type != REDIS_REPLY_ARRAY
             || lc_agent_event(ag, e->element[0]->str, e->element[1], now)

@@ -24,8 +24,9 @@ $a->need_smtp;
 $a->shop;
 
 my $smtp = $a->smtp_start;
+# a long scan_interval: the deadlines come from the events and the index
 $a->start('a1', channel => 'smtp', smtp_url => "smtp://127.0.0.1:$smtp",
-          abandon_after => '2s');
+          abandon_after => '2s', scan_interval => '30s');
 
 sub visit { $a->visit(@_) }
 
@@ -132,6 +133,7 @@ for my $k (qw(browse cart)) {
     my $deadline = ($last{$k} + 2000) / 1000;
     my $late = $msg->{mtime} - $deadline;
     ok($late < 60, "$k: within a minute of the deadline");
+    ok($late < 2, "$k: in fact within 2 s, with a scan_interval of 30 s");
     diag(sprintf('%s abandonment: message %.2f s after the idle deadline',
                  $k, $late));
 }
