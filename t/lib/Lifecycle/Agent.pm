@@ -31,6 +31,9 @@ package Lifecycle::Agent;
 #   optin($vid, $email) the profile fields and the stream entry of an
 #   opt-in, as lifecycle_collect writes them
 #   person_id($email) (normalised by the caller) -> PID; token($pid)
+# Environment: LIFECYCLE_AGENT (the binary; default build/ of this repo),
+# LIFECYCLE_AGENT_VALGRIND=1 (agents and commands under valgrind: a leak
+# or an invalid access makes their exit status 99, which the tests see).
 # Functions: parse_mail($raw) -> { headers => {lc => v}, text, html, raw }
 
 use strict;
@@ -111,14 +114,23 @@ sub start {
     my ($self, $name, %k) = @_;
     my $conf = $self->write_conf($name, %k);
     my $log = "$self->{dir}/$name.log";
+    # LIFECYCLE_AGENT_VALGRIND=1: the daemon under valgrind, whose
+    # findings make its exit status 99 (stop() returns it)
+    my @vg = $self->_valgrind;
     my $pid = Lifecycle::Test::_spawn_exec(
-        argv => [$self->{bin}, '-c', $conf], log => $log,
+        argv => [@vg, $self->{bin}, '-c', $conf], log => $log,
         what => "lifecycle-agent $name");
     $self->{agents}{$name} = { pid => $pid, log => $log, conf => $conf };
-    my $up = $self->wait_log($name, qr/started: consumer/, 5);
+    my $up = $self->wait_log($name, qr/started: consumer/, @vg ? 30 : 5);
     Test::More::diag("agent $name did not start:\n" . $self->log($name))
         unless $up;
     return $pid;
+}
+
+sub _valgrind {
+    return () unless $ENV{LIFECYCLE_AGENT_VALGRIND};
+    return ('valgrind', '-q', '--leak-check=full', '--error-exitcode=99',
+            '--errors-for-leak-kinds=definite,indirect');
 }
 
 sub pid { $_[0]{agents}{$_[1]}{pid} }
@@ -180,7 +192,8 @@ sub cmd {
     if (@args >= 2 && $args[-2] eq 'conf') { (undef, $o{conf}) = splice @args, -2 }
     my $conf = $o{conf} ? $self->{agents}{$o{conf}}{conf}
                         : $self->write_conf('cli');
-    return Lifecycle::Test::run_cmd([$self->{bin}, '-c', $conf, @args]);
+    return Lifecycle::Test::run_cmd([$self->_valgrind, $self->{bin}, '-c',
+                                     $conf, @args], timeout => 60);
 }
 
 ###########################################################################
