@@ -6,11 +6,12 @@
  * abandon_after and asks the profile for the truth: a session still
  * going gets its score moved to its last activity, a session idle for
  * abandon_after is judged once. The next scan comes at the next
- * deadline the indexes show, or after scan_interval, whichever is
- * first. The judgement is claimed in
- * "lc:{hh}:a:VID:N" (HSETNX) before anything else, so that of several
- * agents one only takes it, and it is a record that survives a crash:
- * a session is never judged, nor its message queued, twice.
+ * deadline the indexes or the events show, or after scan_interval,
+ * whichever is first. The judgement is claimed in "lc:{hh}:a:VID:N"
+ * (owner and time, set only if no one has it) before anything else, so
+ * that of several agents one only takes it, and it is a record that
+ * survives a crash: a session is never judged, nor its message queued,
+ * twice.
  */
 
 
@@ -24,6 +25,20 @@
 
 /* candidates taken per shard and scan */
 #define LC_AGENT_SCAN_BATCH  200
+
+
+/*
+ * The claim on a session, and its taking over, in one step: the owner
+ * and the time together, and only if the owner is still the one
+ * expected (none for a first claim). KEYS: the decision; ARGV: owner,
+ * now, the owner expected or "".
+ */
+static const char  lc_agent_claim_session_lua[] =
+    "local cur = redis.call('HGET', KEYS[1], 'owner') "
+    "if (ARGV[3] == '' and cur) or (ARGV[3] ~= '' and cur ~= ARGV[3]) "
+    "then return 0 end "
+    "redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'at', ARGV[2]) "
+    "return 1";
 
 
 /* the profile fields a judgement reads, in this order */
@@ -126,6 +141,43 @@ lc_agent_decide(lc_agent_t *ag, lc_agent_session_t *s, const char *state,
     lc_agent_idle_drop(ag, s);
 
     return 0;
+}
+
+
+/* 1 when the session is ours now, 0 when it is somebody's, -1 */
+
+static int
+lc_agent_claim_session(lc_agent_t *ag, lc_agent_session_t *s,
+    const char *expected, long long now)
+{
+    int          rc;
+    redisReply  *r;
+    char         at[24];
+
+    snprintf(at, sizeof(at), "%lld", now);
+
+    {
+        const char  *argv[] = {
+            "EVAL", lc_agent_claim_session_lua, "1", s->decision, ag->owner,
+            at, expected
+        };
+        size_t       lens[7], i;
+
+        for (i = 0; i < 7; i++) {
+            lens[i] = strlen(argv[i]);
+        }
+
+        r = lc_agent_cmdv(ag, 7, argv, lens);
+    }
+
+    if (!lc_agent_redis_ok(ag, r, "EVAL claim session")) {
+        return -1;
+    }
+
+    rc = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    freeReplyObject(r);
+
+    return rc;
 }
 
 
@@ -400,17 +452,11 @@ lc_agent_take_over(lc_agent_t *ag, lc_agent_session_t *s, long long now)
                  s->vid, s->n, owner ? owner->str : "?");
 
     if (state == NULL) {
+        /* judged again from the start, by one agent only */
+        rc = owner ? lc_agent_claim_session(ag, s, owner->str, now) : -1;
         freeReplyObject(r);
 
-        r = lc_agent_cmd(ag, "HSET %s owner %s at %lld", s->decision,
-                         ag->owner, now);
-        if (!lc_agent_redis_ok(ag, r, "HSET decision")) {
-            return -1;
-        }
-
-        freeReplyObject(r);
-
-        return lc_agent_judge(ag, s, now);
+        return rc == 1 ? lc_agent_judge(ag, s, now) : rc;
     }
 
     msg = lc_agent_hash_get(r, "message");
@@ -448,6 +494,7 @@ lc_agent_take_over(lc_agent_t *ag, lc_agent_session_t *s, long long now)
 static int
 lc_agent_session(lc_agent_t *ag, lc_agent_session_t *s, long long now)
 {
+    int          rc;
     long long    visits, last;
     redisReply  *r;
 
@@ -487,17 +534,15 @@ lc_agent_session(lc_agent_t *ag, lc_agent_session_t *s, long long now)
         return 0;
     }
 
-    r = lc_agent_cmd(ag, "HSETNX %s owner %s", s->decision, ag->owner);
-    if (!lc_agent_redis_ok(ag, r, "HSETNX decision")) {
+    rc = lc_agent_claim_session(ag, s, "", now);
+
+    if (rc < 0) {
         return -1;
     }
 
-    if (r->integer == 0) {
-        freeReplyObject(r);
+    if (rc == 0) {
         return lc_agent_take_over(ag, s, now);
     }
-
-    freeReplyObject(r);
 
     r = lc_agent_cmd(ag, "PEXPIRE %s %lld", s->decision,
                      ag->conf->retention);
