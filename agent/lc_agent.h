@@ -25,6 +25,9 @@
 
 #define LC_AGENT_VERSION         "1.0"
 #define LC_AGENT_CONF_DEFAULT    "/etc/lifecycle/lifecycle-agent.conf"
+#define LC_AGENT_TEMPLATES_DEFAULT  "/usr/share/lifecycle/templates"
+#define LC_AGENT_OUTBOX_DEFAULT  "/var/spool/lifecycle/outbox"
+#define LC_AGENT_FROM_DEFAULT    "lifecycle-agent <lifecycle@localhost>"
 
 #define LC_AGENT_FOLLOWUPS_MAX   8
 

@@ -354,6 +354,41 @@ lc_agent_conf_value(lc_agent_conf_t *cf, const lc_agent_conf_key_t *k,
 }
 
 
+/*
+ * The templates by default: those of the source tree when the binary
+ * runs from it (build/lifecycle-agent, agent/templates beside), else
+ * where a package would put them.
+ */
+
+static int
+lc_agent_conf_templates(lc_agent_conf_t *cf)
+{
+    char     exe[PATH_MAX], dir[PATH_MAX + 32];
+    char    *slash;
+    ssize_t  n;
+
+    n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+
+    if (n > 0) {
+        exe[n] = '\0';
+        slash = strrchr(exe, '/');
+
+        if (slash) {
+            *slash = '\0';
+            snprintf(dir, sizeof(dir), "%s/../agent/templates", exe);
+
+            if (access(dir, F_OK) == 0) {
+                return lc_agent_conf_set_str(&cf->templates, dir,
+                                             strlen(dir));
+            }
+        }
+    }
+
+    return lc_agent_conf_set_str(&cf->templates, LC_AGENT_TEMPLATES_DEFAULT,
+                                 sizeof(LC_AGENT_TEMPLATES_DEFAULT) - 1);
+}
+
+
 /* what the settings need of each other, once all are read */
 
 static const char *
@@ -377,9 +412,8 @@ lc_agent_conf_check(lc_agent_conf_t *cf)
         return "\"secret\" is required (the module's lifecycle_secret file)";
     }
 
-    if (cf->templates == NULL) {
-        return "\"templates\" is required (a directory of welcome.*, "
-               "browse.*, cart.*)";
+    if (cf->templates == NULL && lc_agent_conf_templates(cf) != 0) {
+        return "out of memory";
     }
 
     if (cf->unsubscribe_url == NULL) {
@@ -398,8 +432,12 @@ lc_agent_conf_check(lc_agent_conf_t *cf)
     switch (cf->channel) {
 
     case LC_AGENT_OUTBOX:
-        if (cf->outbox == NULL) {
-            return "channel outbox needs \"outbox\" (a directory)";
+        if (cf->outbox == NULL
+            && lc_agent_conf_set_str(&cf->outbox, LC_AGENT_OUTBOX_DEFAULT,
+                                     sizeof(LC_AGENT_OUTBOX_DEFAULT) - 1)
+               != 0)
+        {
+            return "out of memory";
         }
         break;
 
@@ -417,8 +455,11 @@ lc_agent_conf_check(lc_agent_conf_t *cf)
         break;
     }
 
-    if (cf->channel != LC_AGENT_WEBHOOK && cf->smtp_from == NULL) {
-        return "\"smtp_from\" is required for e-mail (the From: header)";
+    if (cf->smtp_from == NULL
+        && lc_agent_conf_set_str(&cf->smtp_from, LC_AGENT_FROM_DEFAULT,
+                                 sizeof(LC_AGENT_FROM_DEFAULT) - 1) != 0)
+    {
+        return "out of memory";
     }
 
     if (cf->smtp_from && !lc_agent_header_safe(cf->smtp_from,

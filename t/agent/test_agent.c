@@ -155,6 +155,16 @@ test_conf(void)
     ok(cf == NULL && strstr(err, "\"secret\" is required"),
        "conf: secret required");
 
+    cf = conf("secret /k\ntemplates /t\n", err, sizeof(err));
+    ok(cf == NULL && strstr(err, "\"unsubscribe_url\" is required"),
+       "conf: unsubscribe_url required");
+
+    cf = conf("secret /k\nunsubscribe_url http://x/u\n", err, sizeof(err));
+    ok(cf != NULL && cf->templates && cf->outbox
+       && strcmp(cf->outbox, "/var/spool/lifecycle/outbox") == 0
+       && cf->smtp_from, "conf: templates, outbox and From have defaults");
+    lc_agent_conf_free(cf);
+
     cf = conf(LC_T_REQUIRED "channel smtp\n", err, sizeof(err));
     ok(cf == NULL && strstr(err, "smtp_url"), "conf: smtp needs smtp_url");
 
