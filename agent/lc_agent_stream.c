@@ -136,6 +136,7 @@ lc_agent_event(lc_agent_t *ag, const char *id, const redisReply *fields,
     int          rc;
     size_t       tlen, vlen, elen, plen;
     long long    at;
+    redisReply  *r;
     const char  *type, *vid, *email, *pid;
     char         v[LC_VID_LEN + 1], person[LC_PERSON_ID_LEN + 1];
 
@@ -152,18 +153,35 @@ lc_agent_event(lc_agent_t *ag, const char *id, const redisReply *fields,
         vid = lc_agent_entry_get(fields, "vid", &vlen);
         email = lc_agent_entry_get(fields, "email", &elen);
 
-        if (vid == NULL || vlen != LC_VID_LEN || !lc_agent_is_hex(vid, vlen)
-            || email == NULL)
+        if (vid == NULL || vlen != LC_VID_LEN || !lc_agent_is_hex(vid, vlen))
         {
             lc_agent_log(LC_AGENT_LOG_WARN, "event %s: optin without a "
-                         "visitor or an address, ignored", id);
+                         "visitor, ignored", id);
             return 0;
         }
 
         memcpy(v, vid, LC_VID_LEN);
         v[LC_VID_LEN] = '\0';
 
+        /* an event without the address: the profile has it */
+        r = NULL;
+
+        if (email == NULL) {
+            r = lc_agent_cmd(ag, "HGET " LC_PREFIX_FMT LC_KEY_VISITOR
+                             "%s email", lc_shard((unsigned char *) v), v);
+            if (!lc_agent_redis_ok(ag, r, "HGET profile")) {
+                return -1;
+            }
+
+            email = r->type == REDIS_REPLY_STRING ? r->str : "";
+            elen = r->type == REDIS_REPLY_STRING ? r->len : 0;
+        }
+
         rc = lc_agent_link(ag, v, email, elen, at, person);
+
+        if (r) {
+            freeReplyObject(r);
+        }
 
         if (rc == 1) {
             /* what the module let through, the agent still checks */

@@ -120,6 +120,17 @@ for my $bad ('a@b@example.com', 'a b@example.com', 'x@localhost', '<x@y.z>') {
        "refused: $bad");
 }
 
+# an event without the address: the profile's is taken
+my $v5 = random_vid();
+$a->visit($v5, '/product/p3.html', '/product/p3.html');
+$r->cmd('HSET', key_profile($v5), 'email', 'profile.only@example.com',
+        'optin', int(time() * 1000));
+$r->cmd('XADD', key_events($v5), '*', 'type', 'optin', 'vid', $v5, 'sess', 1);
+my $pid5 = $a->person_id('profile.only@example.com');
+ok((wait_until { ($r->hgetall(key_profile($v5))->{person} // '') eq $pid5 }
+    timeout => 10), 'an optin event without the address: the profile has it')
+    or diag($a->log('i1'));
+
 ###########################################################################
 # export: everything held about the person, as recorded
 
