@@ -1156,7 +1156,6 @@ lc_agent_build(lc_agent_t *ag, lc_agent_msg_t *m, lc_agent_arena_t *a)
     memset(&d, 0, sizeof(d));
     d.ref = m->ref;
     rc = -1;
-    person = NULL;
 
     shard = lc_shard((const unsigned char *) m->ref->pid);
 
