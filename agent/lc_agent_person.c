@@ -793,7 +793,7 @@ lc_agent_forget_visitor(lc_agent_t *ag, const char *vid)
     redisReply     *r;
     lc_agent_key_t  k;
     static const char  *suffixes[] = {
-        "", LC_KEY_SEARCHES, LC_KEY_CART, LC_KEY_ORDERS, NULL
+        "", LC_KEY_SEARCHES, LC_KEY_CART, LC_KEY_ORDERS, LC_KEY_OPTINS, NULL
     };
 
     shard = lc_shard((const unsigned char *) vid);

@@ -3,7 +3,7 @@
  * Unit tests of lifecycle-agent's own code, no Redis, no network: time
  * and configuration parsing, header safety and encoding,
  * quoted-printable, the RFC 5322 message, the webhook signature, the
- * unsubscribe link, index members. TAP on stdout; t/30-agent-unit.t
+ * unsubscribe link, index members. TAP on stdout; t/40-agent-unit.t
  * runs it with sanitizers and under valgrind.
  */
 

@@ -28,8 +28,9 @@ package Lifecycle::Agent;
 #   body => ..., status => answered } ]
 #   shop (nginx with the module and a small shop, started);
 #   visit($vid, @paths) (["POST", path] for a POST)
-#   optin($vid, $email) the profile fields and the stream entry of an
-#   opt-in, as lifecycle_collect writes them
+#   optin($vid, $email): the opt-in form POSTed to lifecycle_collect;
+#   optin_event($vid, $email): an entry written into the stream directly;
+#   unsubscribe($pid): the signed link followed
 #   person_id($email) (normalised by the caller) -> PID; token($pid)
 # Environment: LIFECYCLE_AGENT (the binary; default build/ of this repo),
 # LIFECYCLE_AGENT_VALGRIND=1 (agents and commands under valgrind: a leak
@@ -359,7 +360,8 @@ sub webhook_requests {
 ###########################################################################
 # a small shop in front of the module: products p1..p4 (the demo's
 # catalog), a category, add to cart (POST /cart/add?sku=ID), a purchase
-# (/checkout/done?order=ID)
+# (/checkout/done?order=ID), the opt-in endpoint (/lifecycle/collect) and
+# the unsubscribe links' (/unsubscribe)
 
 sub shop {
     my ($self, %o) = @_;
@@ -389,6 +391,8 @@ sub shop {
         location = /cart/add { try_files /.none \@added; }
         location \@added { return 303 /cart.html; }
         location = /checkout/done { try_files /done.html =404; }
+        location = /lifecycle/collect { lifecycle_collect; }
+        location = /unsubscribe { lifecycle_unsubscribe; }
     }
 CONF
     $t->start;
@@ -413,16 +417,36 @@ sub visit {
 ###########################################################################
 # identities, as the module and the agent compute them
 
-# what lifecycle_collect records at an opt-in: the profile's email and
-# optin fields and the stream entry
+# an opt-in as the popup's form sends it: a same-origin form POST to
+# lifecycle_collect with the visitor's cookie; the answer must be 204 (or
+# status => N); returns the response
 sub optin {
     my ($self, $vid, $email, %o) = @_;
     my $t = $self->{t};
-    my $now = int(time() * 1000);
-    $t->redis_cmd('HSET', key_profile($vid), 'email', $email, 'optin', $now)
-        unless $o{event_only};
-    $t->redis_cmd('XADD', key_events($vid), '*', 'type', 'optin', 'vid', $vid,
-                  'sess', $o{sess} // 1, 'email', $email, 'popup', 'save-visit');
+    (my $enc = $email) =~ s/([^A-Za-z0-9._~-])/sprintf('%%%02X', ord $1)/ge;
+    my $r = $t->http_post('/lifecycle/collect',
+                          "e=optin&email=$enc&consent=1",
+                          Cookie => $t->cookie_for($vid),
+                          Origin => 'http://localhost',
+                          'Content-Type' => 'application/x-www-form-urlencoded');
+    Test::More::is($r->status, $o{status} // 204,
+                   'opt-in: ' . ($o{status} // 204))
+        or Test::More::diag($r->raw);
+    return $r;
+}
+
+# an optin entry written straight into the stream, as no endpoint would
+# (the agent's own checks behind the module's)
+sub optin_event {
+    my ($self, $vid, $email) = @_;
+    $self->{t}->redis_cmd('XADD', key_events($vid), '*', 'type', 'optin',
+                          'vid', $vid, 'sess', 1, 'email', $email);
+}
+
+# the person follows the link of an e-mail: GET /unsubscribe?t=TOKEN
+sub unsubscribe {
+    my ($self, $pid) = @_;
+    return $self->{t}->http_get('/unsubscribe?t=' . $self->token($pid));
 }
 
 sub person_id {

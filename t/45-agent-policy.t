@@ -124,10 +124,10 @@ ok((wait_until { scalar(kinds_to('leaver@example.com')) >= 1 } timeout => 10),
 ok($a->wait_log('p3', qr/step=1 .*decision=follow-up/, 5), 'a follow-up queued');
 
 my $pid = $a->person_id('leaver@example.com');
-$r->cmd('HSET', 'lc:{' . vid_shard($pid) . "}:P:$pid", 'unsub',
-        int(time() * 1000));
-$r->cmd('XADD', 'lc:{' . vid_shard($pid) . '}:ev', '*', 'type',
-        'unsubscribe', 'pid', $pid);
+my $res = $a->unsubscribe($pid);
+is($res->status, 200, 'the unsubscribe link of the message: 200');
+ok($r->hgetall('lc:{' . vid_shard($pid) . "}:P:$pid")->{unsub},
+   'the module marked the person unsubscribed');
 ok($a->wait_log('p3', qr/decision=cancel reason=unsubscribed/, 10),
    'the queued follow-up is cancelled') or diag($a->log('p3'));
 is($r->cmd('ZCARD', 'lc:{agent}:due'), 0, 'nothing left in the queue');
