@@ -2,9 +2,11 @@
 # with Debian's own configure flags, in a private copy under build/.
 #
 #   make            the module: build/ngx_http_lifecycle_module.so
+#   make agent      lifecycle-agent: build/lifecycle-agent
 #   make asan       the same with AddressSanitizer: build-asan/...
-#   make test       install what is missing, build, check js/dist, run t/
-#                   with prove (the browser tests of lifecycle.js included)
+#   make test       install what is missing, build the module and the
+#                   agent, check js/dist, run t/ with prove (the browser
+#                   tests of lifecycle.js included)
 #   make js         npm ci + esbuild: js/src/lifecycle.js into
 #                   js/dist/lifecycle.min.js (committed), size budget checked
 #   make test-asan  the suite against the ASan build
@@ -23,15 +25,35 @@ PROVE_ARGS ?= -r t/
 ASAN_CC_OPT = -fsanitize=address -fno-omit-frame-pointer -fPIC -g -O1
 ASAN_LD_OPT = -fsanitize=address -fPIC
 
+# lifecycle-agent: its own sources and the module's plain-C ones
+AGENT        = build/lifecycle-agent
+AGENT_SRCS   = $(wildcard agent/*.c) \
+               ngx_lifecycle_module/lifecycle_template.c \
+               ngx_lifecycle_module/lifecycle_catalog.c \
+               ngx_lifecycle_module/lifecycle_identity.c
+AGENT_DEPS   = $(AGENT_SRCS) agent/lc_agent.h \
+               $(wildcard ngx_lifecycle_module/lifecycle_*.h)
+AGENT_CFLAGS ?= -O2 -g
+AGENT_LIBS   = -lhiredis -lcurl -ljansson -lcrypto
+
 BENCH      ?= ../shared/bench
 BENCH_ARGS ?= -r 3
 
-.PHONY: all module asan test test-asan demo demo-stop bench deps clean \
-        js js-check
+.PHONY: all module agent asan test test-asan demo demo-stop bench deps \
+        clean js js-check
 
-all: module
+all: module agent
 
 module: build/$(MODULE)
+
+agent: $(AGENT)
+
+# one compiler run: the agent is small. Replaced by rename, as the module.
+$(AGENT): $(AGENT_DEPS)
+	@mkdir -p build
+	$(CC) -std=gnu11 $(AGENT_CFLAGS) -Wall -Wextra -Werror \
+	    -Ingx_lifecycle_module -o $@.tmp $(AGENT_SRCS) $(AGENT_LIBS)
+	mv $@.tmp $@
 
 asan: build-asan/$(MODULE)
 
@@ -87,17 +109,19 @@ js: $(JS_STAMP)
 js-check: $(JS_STAMP)
 	@cd js && node build.mjs --check
 
-test: deps module js-check
-	LIFECYCLE_MODULE=$(CURDIR)/build/$(MODULE) $(PROVE) $(PROVE_ARGS)
+test: deps module agent js-check
+	LIFECYCLE_MODULE=$(CURDIR)/build/$(MODULE) \
+	LIFECYCLE_AGENT=$(CURDIR)/$(AGENT) $(PROVE) $(PROVE_ARGS)
 
-test-asan: deps asan js-check
+test-asan: deps asan agent js-check
 	LIFECYCLE_MODULE=$(CURDIR)/build-asan/$(MODULE) \
+	LIFECYCLE_AGENT=$(CURDIR)/$(AGENT) \
 	LIFECYCLE_ASAN=1 $(PROVE) $(PROVE_ARGS)
 
 # packages first: on a fresh machine the build needs nginx-dev
 demo:
 	@./scripts/deps.sh demo
-	@$(MAKE) --no-print-directory module
+	@$(MAKE) --no-print-directory module agent
 	./scripts/demo.sh start
 
 demo-stop:

@@ -23,9 +23,42 @@
 #define LC_KEY_EVENTS         "ev"
 #define LC_KEY_IDLE           "idle"
 
+/* per-visitor keys: "lc:{hh}:v:VID", "lc:{hh}:s:VID:N" */
+#define LC_KEY_VISITOR        "v:"
+#define LC_KEY_SESSION        "s:"
+
+/*
+ * "lc:{hh}:a:VID:N" (lifecycle-agent): what the agent decided about
+ * session N of the visitor, the claim that makes it do so once
+ */
+#define LC_KEY_DECISION       "a:"
+
 /* "lc:{hh}:P:PID" a person, "lc:{hh}:E:EHASH" the person of an address */
 #define LC_KEY_PERSON         "P:"
 #define LC_KEY_EMAIL          "E:"
+
+/* suffixes of "lc:{hh}:P:PID" (lifecycle-agent), in the person's slot */
+#define LC_KEY_PERSON_VISITORS  ":v"    /* set of visitor ids */
+#define LC_KEY_PERSON_EMAILS    ":e"    /* hash EHASH -> address */
+#define LC_KEY_PERSON_SESSIONS  ":s"    /* zset "VID:N" -> session start */
+#define LC_KEY_PERSON_MESSAGES  ":m"    /* zset message id -> created */
+#define LC_KEY_PERSON_COOLDOWN  ":cool" /* string: the session that took it */
+
+/*
+ * lifecycle-agent's own keys: one hash tag of their own, so that the
+ * delivery queue and its messages are one slot apart from any visitor
+ */
+#define LC_AGENT_PREFIX       "lc:{agent}:"
+#define LC_KEY_AGENT_DUE      LC_AGENT_PREFIX "due"     /* zset id -> due */
+#define LC_KEY_AGENT_MESSAGE  LC_AGENT_PREFIX "m:"      /* hash, + id */
+#define LC_KEY_AGENT_DEAD     LC_AGENT_PREFIX "dead"    /* stream */
+#define LC_KEY_AGENT_STATS    LC_AGENT_PREFIX "stats"   /* hash */
+
+/* the consumer group of lifecycle-agent on every "lc:{hh}:ev" */
+#define LC_AGENT_GROUP        "lc-agent"
+
+/* printf format of "lc:{hh}:", the shard as an unsigned int */
+#define LC_PREFIX_FMT         "lc:{%02x}:"
 
 /* suffixes of "lc:{hh}:v:VID" */
 #define LC_KEY_SEARCHES       ":q"

@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# The lifecycle demo: a private Redis and nginx serving the demo shop with
-# the module loaded. Everything it writes stays under build/demo/.
+# The lifecycle demo: a private Redis, nginx serving the demo shop with
+# the module loaded, and lifecycle-agent writing its e-mails to an
+# outbox directory. Everything it writes stays under build/demo/.
 #
 #   scripts/demo.sh start     start (or report that it is already running)
-#   scripts/demo.sh stop      graceful stop of nginx and Redis
-#   scripts/demo.sh status    what runs, where; exit 0 only if both run
+#   scripts/demo.sh stop      graceful stop of the agent, nginx and Redis
+#   scripts/demo.sh status    what runs, where; exit 0 only if all run
 #
 # Environment:
 #   DEMO_PORT        the shop's port on 127.0.0.1 (default 8080)
 #   DEMO_REDIS_PORT  the private Redis port on 127.0.0.1 (default 6390)
 #   NGINX            nginx binary (default /usr/sbin/nginx)
 #   LIFECYCLE_MODULE the module (default build/ngx_http_lifecycle_module.so)
+#   LIFECYCLE_AGENT  the agent (default build/lifecycle-agent)
 #
-# "make demo" installs missing packages, builds the module and runs
-# "start"; "make demo-stop" runs "stop".
+# "make demo" installs missing packages, builds the module and the agent
+# and runs "start"; "make demo-stop" runs "stop".
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -29,9 +31,14 @@ PORT=${DEMO_PORT:-8080}
 REDIS_PORT=${DEMO_REDIS_PORT:-6390}
 NGINX=${NGINX:-/usr/sbin/nginx}
 MODULE=${LIFECYCLE_MODULE:-$ROOT/build/ngx_http_lifecycle_module.so}
+AGENT=${LIFECYCLE_AGENT:-$ROOT/build/lifecycle-agent}
+AGENT_TEMPLATE=$ROOT/conf/demo/agent.conf.in
+AGENT_CONF=$PREFIX/agent.conf
+OUTBOX=$PREFIX/outbox
 
 NGINX_PID=$PREFIX/nginx.pid
 REDIS_PID=$REDIS_DIR/redis.pid
+AGENT_PID=$PREFIX/agent.pid
 
 say() { echo "demo: $*"; }
 die() { echo "demo: $*" >&2; exit 1; }
@@ -167,6 +174,45 @@ start_nginx() {
     say "nginx started on 127.0.0.1:$PORT (config $(rel "$CONF"))"
 }
 
+render_agent_conf() {
+    sed -e "/^[[:space:]]*#/!{
+                s|@PREFIX@|$(esc "$PREFIX")|g
+                s|@DEMO@|$(esc "$DEMO")|g
+                s|@TEMPLATES@|$(esc "$ROOT/agent/templates")|g
+                s|@SECRET@|$(esc "$SECRET")|g
+                s|@REDIS@|127.0.0.1:$REDIS_PORT|g
+                s|@PORT@|$PORT|g
+            }" \
+        "$AGENT_TEMPLATE" > "$AGENT_CONF.tmp"
+    if grep -v '^[[:space:]]*#' "$AGENT_CONF.tmp" | grep -q '@[A-Z]*@'; then
+        die "$(rel "$AGENT_TEMPLATE") has a placeholder demo.sh does not know"
+    fi
+    mv "$AGENT_CONF.tmp" "$AGENT_CONF"
+}
+
+start_agent() {
+    local pid
+    if pid=$(running_pid "$AGENT_PID" lifecycle-agent); then
+        say "lifecycle-agent already running (pid $pid)"
+        return
+    fi
+    [ -x "$AGENT" ] || die "agent $(rel "$AGENT") not built: run make demo"
+    mkdir -p "$OUTBOX"
+    # a copy, as for the module: "make" replaces the built file
+    cp "$AGENT" "$PREFIX/lifecycle-agent.tmp"
+    mv "$PREFIX/lifecycle-agent.tmp" "$PREFIX/lifecycle-agent"
+    render_agent_conf
+    "$PREFIX/lifecycle-agent" -c "$AGENT_CONF" -t >/dev/null ||
+        die "lifecycle-agent rejected $(rel "$AGENT_CONF") (see above)"
+    nohup "$PREFIX/lifecycle-agent" -c "$AGENT_CONF" \
+        </dev/null >>"$PREFIX/agent.log" 2>&1 &
+    echo $! > "$AGENT_PID"
+    sleep 0.3
+    running_pid "$AGENT_PID" lifecycle-agent >/dev/null ||
+        die "lifecycle-agent did not start: see $(rel "$PREFIX/agent.log")"
+    say "lifecycle-agent started (outbox $(rel "$OUTBOX"), log $(rel "$PREFIX/agent.log"))"
+}
+
 stop_one() {
     local what=$1 pidfile=$2 name=$3 sig=$4 pid
     if ! pid=$(running_pid "$pidfile" "$name"); then
@@ -196,14 +242,18 @@ Data:  redis-cli -p $REDIS_PORT --scan --pattern 'lc:*'
        redis-cli -p $REDIS_PORT hgetall lc:{hh}:v:VID   (VID from the cookie)
 Logs:  $(rel "$PREFIX/access.log")  (vid= and sess= on every line)
        $(rel "$PREFIX/error.log")
+       $(rel "$PREFIX/agent.log")  (one line per message decision)
+Mail:  $(rel "$OUTBOX")/*.eml  (a minute after a visitor who opted in leaves)
+Agent: $(rel "$PREFIX/lifecycle-agent") -c $(rel "$AGENT_CONF") status
 Stop:  make demo-stop
 EOF
 }
 
 cmd_start() {
-    local n r
+    local n r g
     n=$(running_pid "$NGINX_PID" nginx) || n=
     r=$(running_pid "$REDIS_PID" redis-server) || r=
+    g=$(running_pid "$AGENT_PID" lifecycle-agent) || g=
     # "make demo" after a change to the module: run the new build
     if [ -n "$n" ] && [ -f "$MODULE" ] &&
        ! cmp -s "$MODULE" "$PREFIX/ngx_http_lifecycle_module.so"; then
@@ -211,8 +261,14 @@ cmd_start() {
         stop_one nginx "$NGINX_PID" nginx QUIT
         n=
     fi
-    if [ -n "$n" ] && [ -n "$r" ]; then
-        say "already running (nginx pid $n, Redis pid $r)"
+    if [ -n "$g" ] && [ -f "$AGENT" ] &&
+       ! cmp -s "$AGENT" "$PREFIX/lifecycle-agent"; then
+        say "the agent was rebuilt: restarting it"
+        stop_one lifecycle-agent "$AGENT_PID" lifecycle-agent TERM
+        g=
+    fi
+    if [ -n "$n" ] && [ -n "$r" ] && [ -n "$g" ]; then
+        say "already running (nginx pid $n, Redis pid $r, agent pid $g)"
         show_urls
         return
     fi
@@ -229,14 +285,20 @@ cmd_start() {
         port_in_use "$REDIS_PORT" &&
             die "port $REDIS_PORT is in use by another program: set DEMO_REDIS_PORT"
     fi
+    if [ -z "$g" ]; then
+        [ -x "$AGENT" ] || die "agent $(rel "$AGENT") not built: run make demo"
+    fi
     mkdir -p "$PREFIX"
     start_redis
     start_nginx
+    start_agent
     show_urls
 }
 
 cmd_stop() {
-    # QUIT: nginx finishes the requests in flight; TERM: Redis saves, exits.
+    # TERM: the agent finishes the message in hand; QUIT: nginx finishes
+    # the requests in flight; TERM: Redis saves, exits.
+    stop_one lifecycle-agent "$AGENT_PID" lifecycle-agent TERM
     stop_one nginx "$NGINX_PID" nginx QUIT
     stop_one Redis "$REDIS_PID" redis-server TERM
 }
@@ -252,6 +314,11 @@ cmd_status() {
         say "Redis running, pid $pid, redis-cli -p $REDIS_PORT"
     else
         say "Redis not running"; rc=3
+    fi
+    if pid=$(running_pid "$AGENT_PID" lifecycle-agent); then
+        say "lifecycle-agent running, pid $pid, outbox $(rel "$OUTBOX")"
+    else
+        say "lifecycle-agent not running"; rc=3
     fi
     return $rc
 }

@@ -19,13 +19,16 @@ usage() { echo "usage: $0 test|demo|bench" >&2; exit 2; }
 
 # The module is built against Debian's nginx sources (nginx-dev) with
 # Debian's configure flags, and loaded into Debian's nginx (nginx-core).
+# lifecycle-agent: hiredis, libcurl (SMTP, HTTP), jansson (JSON), OpenSSL.
 build_pkgs="nginx-core nginx-dev libhiredis-dev libpcre2-dev libmaxminddb-dev
-            libssl-dev zlib1g-dev gcc make"
+            libssl-dev zlib1g-dev gcc make libcurl4-openssl-dev libjansson-dev"
 # redis-server pulls in redis-tools (redis-cli).
 run_pkgs="redis-server"
-# t/ is Perl: core modules (Test::More, prove, Digest::SHA, ...), and the
-# MaxMind DB writer for the databases t/16-geo.t builds.
-test_pkgs="perl curl openssl gcc valgrind libmaxmind-db-writer-perl"
+# t/ is Perl: core modules (Test::More, prove, Digest::SHA, ...), the
+# MaxMind DB writer for the databases t/16-geo.t builds, and for the
+# agent's tests a real SMTP server (aiosmtpd) and JSON::PP (core).
+test_pkgs="perl curl openssl gcc valgrind libmaxmind-db-writer-perl
+           python3-aiosmtpd"
 # lifecycle.js: esbuild and playwright-core come from npm (js/package.json,
 # "npm ci"); the browser is Debian's chromium (t/31-browser.t). node and
 # npm count as there when their commands are (Node 20 from another source
