@@ -97,7 +97,46 @@ static u_char *ngx_http_lifecycle_redis_format(ngx_log_t *log, int argc,
     const char **argv, const size_t *argvlen, size_t *len);
 
 
+static void *ngx_http_lifecycle_reply_string(const redisReadTask *task,
+    char *str, size_t len);
+static void *ngx_http_lifecycle_reply_array(const redisReadTask *task,
+    int elements);
+static void *ngx_http_lifecycle_reply_integer(const redisReadTask *task,
+    long long value);
+static void *ngx_http_lifecycle_reply_nil(const redisReadTask *task);
+static void ngx_http_lifecycle_reply_free(void *reply);
+
+
 static ngx_http_lifecycle_redis_t  ngx_http_lifecycle_redis_worker;
+
+
+/*
+ * Replies are built in an arena of the worker's instead of with a
+ * malloc() per element: hiredis has one reply at a time, which it frees
+ * once its callback returned, and freeing it empties the arena.
+ */
+
+#define NGX_HTTP_LIFECYCLE_ARENA_SIZE  16384
+
+
+typedef struct ngx_http_lifecycle_chunk_s  ngx_http_lifecycle_chunk_t;
+
+struct ngx_http_lifecycle_chunk_s {
+    ngx_http_lifecycle_chunk_t       *next;
+    u_char                           *pos;
+    u_char                           *end;
+};
+
+
+static ngx_http_lifecycle_chunk_t  *ngx_http_lifecycle_arena;
+
+static redisReplyObjectFunctions  ngx_http_lifecycle_reply_functions = {
+    ngx_http_lifecycle_reply_string,
+    ngx_http_lifecycle_reply_array,
+    ngx_http_lifecycle_reply_integer,
+    ngx_http_lifecycle_reply_nil,
+    ngx_http_lifecycle_reply_free
+};
 
 
 ngx_int_t
@@ -165,6 +204,10 @@ ngx_http_lifecycle_redis_exit_process(ngx_cycle_t *cycle)
         rc->free = f->next;
         ngx_free(f);
     }
+
+    ngx_http_lifecycle_reply_free(NULL);
+    ngx_free(ngx_http_lifecycle_arena);
+    ngx_http_lifecycle_arena = NULL;
 }
 
 
@@ -216,6 +259,8 @@ ngx_http_lifecycle_redis_connect(void)
     c->data = rc;
 
     /* hooks before the connect callback: 0.14 arms the write event there */
+    ac->c.reader->fn = &ngx_http_lifecycle_reply_functions;
+
     ac->ev.data = c;
     ac->ev.addRead = ngx_http_lifecycle_redis_add_read;
     ac->ev.delRead = ngx_http_lifecycle_redis_del_read;
@@ -815,4 +860,154 @@ ngx_http_lifecycle_redis_cleanup(void *privdata)
 
     ngx_free_connection(c);
     c->fd = (ngx_socket_t) -1;
+}
+
+
+static void *
+ngx_http_lifecycle_arena_alloc(size_t size)
+{
+    size_t                       room;
+    ngx_http_lifecycle_chunk_t  *c;
+
+    size = ngx_align(size, sizeof(void *));
+    c = ngx_http_lifecycle_arena;
+
+    if (c == NULL || (size_t) (c->end - c->pos) < size) {
+        room = ngx_max(size, NGX_HTTP_LIFECYCLE_ARENA_SIZE);
+
+        c = ngx_alloc(sizeof(ngx_http_lifecycle_chunk_t) + room,
+                      ngx_cycle->log);
+        if (c == NULL) {
+            return NULL;
+        }
+
+        c->pos = (u_char *) (c + 1);
+        c->end = c->pos + room;
+        c->next = ngx_http_lifecycle_arena;
+        ngx_http_lifecycle_arena = c;
+    }
+
+    c->pos += size;
+
+    return c->pos - size;
+}
+
+
+static redisReply *
+ngx_http_lifecycle_reply_object(const redisReadTask *task, int type)
+{
+    redisReply  *r, *parent;
+
+    r = ngx_http_lifecycle_arena_alloc(sizeof(redisReply));
+    if (r == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(r, sizeof(redisReply));
+    r->type = type;
+
+    if (task->parent) {
+        parent = task->parent->obj;
+        parent->element[task->idx] = r;
+    }
+
+    return r;
+}
+
+
+/* strings, status and error replies */
+
+static void *
+ngx_http_lifecycle_reply_string(const redisReadTask *task, char *str,
+    size_t len)
+{
+    redisReply  *r;
+
+    r = ngx_http_lifecycle_reply_object(task, task->type);
+    if (r == NULL) {
+        return NULL;
+    }
+
+    r->str = ngx_http_lifecycle_arena_alloc(len + 1);
+    if (r->str == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(r->str, str, len);
+    r->str[len] = '\0';
+    r->len = len;
+
+    return r;
+}
+
+
+static void *
+ngx_http_lifecycle_reply_array(const redisReadTask *task, int elements)
+{
+    redisReply  *r;
+
+    r = ngx_http_lifecycle_reply_object(task, REDIS_REPLY_ARRAY);
+    if (r == NULL) {
+        return NULL;
+    }
+
+    if (elements > 0) {
+        r->element = ngx_http_lifecycle_arena_alloc(elements
+                                                    * sizeof(redisReply *));
+        if (r->element == NULL) {
+            return NULL;
+        }
+
+        ngx_memzero(r->element, elements * sizeof(redisReply *));
+    }
+
+    r->elements = elements;
+
+    return r;
+}
+
+
+static void *
+ngx_http_lifecycle_reply_integer(const redisReadTask *task, long long value)
+{
+    redisReply  *r;
+
+    r = ngx_http_lifecycle_reply_object(task, REDIS_REPLY_INTEGER);
+    if (r == NULL) {
+        return NULL;
+    }
+
+    r->integer = value;
+
+    return r;
+}
+
+
+static void *
+ngx_http_lifecycle_reply_nil(const redisReadTask *task)
+{
+    return ngx_http_lifecycle_reply_object(task, REDIS_REPLY_NIL);
+}
+
+
+/* the reply is done with: the arena is empty again, its first chunk kept */
+
+static void
+ngx_http_lifecycle_reply_free(void *reply)
+{
+    ngx_http_lifecycle_chunk_t  *c;
+
+    c = ngx_http_lifecycle_arena;
+
+    if (c == NULL) {
+        return;
+    }
+
+    while (c->next) {
+        ngx_http_lifecycle_arena = c->next;
+        ngx_free(c);
+        c = ngx_http_lifecycle_arena;
+    }
+
+    c->pos = (u_char *) (c + 1);
 }
