@@ -144,16 +144,69 @@ ngx_http_lifecycle_is_one(ngx_str_t *value)
 }
 
 
+/*
+ * A few hundred user agents make most of a shop's traffic: the worker
+ * remembers what the bot expressions said of the last ones it saw, so
+ * most requests compare a string instead of running them.
+ */
+
+#define NGX_HTTP_LIFECYCLE_UA_CACHE  256
+#define NGX_HTTP_LIFECYCLE_UA_LEN    256
+
+
+typedef struct {
+    ngx_uint_t                  hash;
+    size_t                      len;          /* 0: empty */
+    ngx_uint_t                  bot;
+    u_char                      ua[NGX_HTTP_LIFECYCLE_UA_LEN];
+} ngx_http_lifecycle_ua_t;
+
+
+static ngx_http_lifecycle_ua_t  ngx_http_lifecycle_ua_cache[
+                                                NGX_HTTP_LIFECYCLE_UA_CACHE];
+
+
+static ngx_uint_t
+ngx_http_lifecycle_is_bot(ngx_http_request_t *r, ngx_str_t *ua)
+{
+    ngx_uint_t                       hash, bot;
+    ngx_http_lifecycle_ua_t         *e;
+    ngx_http_lifecycle_main_conf_t  *lmcf;
+
+    hash = ngx_hash_key(ua->data, ua->len);
+    e = &ngx_http_lifecycle_ua_cache[hash % NGX_HTTP_LIFECYCLE_UA_CACHE];
+
+    if (e->len == ua->len && e->hash == hash
+        && ngx_memcmp(e->ua, ua->data, ua->len) == 0)
+    {
+        return e->bot;
+    }
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_lifecycle_module);
+
+    bot = (ngx_regex_exec_array(lmcf->bots, ua, r->connection->log)
+           == NGX_OK);
+
+    if (ua->len > 0 && ua->len <= NGX_HTTP_LIFECYCLE_UA_LEN) {
+        e->hash = hash;
+        e->len = ua->len;
+        e->bot = bot;
+        ngx_memcpy(e->ua, ua->data, ua->len);
+    }
+
+    return bot;
+}
+
+
 ngx_http_lifecycle_skip_e
 ngx_http_lifecycle_visitor_skip(ngx_http_request_t *r)
 {
-    ngx_str_t                        consent;
-    ngx_uint_t                       i, gpc, dnt;
-    ngx_list_part_t                 *part;
-    ngx_table_elt_t                 *h;
-    ngx_http_lifecycle_srv_conf_t   *lscf;
-    ngx_http_lifecycle_loc_conf_t   *llcf;
-    ngx_http_lifecycle_main_conf_t  *lmcf;
+    ngx_str_t                       consent;
+    ngx_uint_t                      i, gpc, dnt;
+    ngx_list_part_t                *part;
+    ngx_table_elt_t                *h;
+    ngx_http_lifecycle_srv_conf_t  *lscf;
+    ngx_http_lifecycle_loc_conf_t  *llcf;
 
     if (r->method == NGX_HTTP_HEAD) {
         return NGX_HTTP_LIFECYCLE_SKIP_HEAD;
@@ -218,12 +271,8 @@ ngx_http_lifecycle_visitor_skip(ngx_http_request_t *r)
         }
     }
 
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_lifecycle_module);
-
     if (r->headers_in.user_agent
-        && ngx_regex_exec_array(lmcf->bots, &r->headers_in.user_agent->value,
-                                r->connection->log)
-           == NGX_OK)
+        && ngx_http_lifecycle_is_bot(r, &r->headers_in.user_agent->value))
     {
         return NGX_HTTP_LIFECYCLE_SKIP_BOT;
     }

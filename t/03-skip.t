@@ -115,6 +115,16 @@ not_tracked('lifecycle off location', undef, '/off/');
 tracked('plain browser', '/',
         'User-Agent' => 'Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0');
 tracked('curl is not a bot', '/', 'User-Agent' => 'curl/7.88.1');
+
+# the worker remembers verdicts by user agent: asked again, the same answers
+not_tracked('Googlebot again', 'bot', '/', 'User-Agent' => $googlebot);
+tracked('curl again', '/', 'User-Agent' => 'curl/7.88.1');
+not_tracked('a bot with a user agent too long to remember', 'bot', '/',
+            'User-Agent' => 'Mozilla/5.0 ' . ('x' x 300) . ' Googlebot/2.1');
+not_tracked('and again', 'bot', '/',
+            'User-Agent' => 'Mozilla/5.0 ' . ('x' x 300) . ' Googlebot/2.1');
+tracked('a browser with a long user agent', '/',
+        'User-Agent' => 'Mozilla/5.0 ' . ('x' x 300));
 tracked('DNT: 0', '/', DNT => '0');
 tracked('Sec-GPC: 0', '/', 'Sec-GPC' => '0');
 
