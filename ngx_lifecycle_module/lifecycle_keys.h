@@ -68,7 +68,7 @@
 
 /* bounds on what one visitor keeps */
 #define LC_RECENT_MAX         20
-#define LC_SESSION_MAX        50      /* products, categories of a session */
+#define LC_SESSION_MAX        20      /* products, categories of a session */
 #define LC_SEARCHES_MAX       10
 #define LC_ORDERS_MAX         50
 #define LC_STREAM_MAXLEN      10000

@@ -67,7 +67,8 @@ enum {
  * Numbers go to Redis as string.format('%d') strings: a Lua number
  * given to redis.call is printed with "%.17g", which costs far more.
  * Lists ("r", "s.p", "s.c") are "\nid\nid\n", newest first, trimmed back
- * to their bound by one pattern once longer than 16 bytes an entry.
+ * to their bound by one pattern once longer than 8 bytes an entry: the
+ * bytes a list carries are what a view costs most, after the commands.
  */
 static char  ngx_http_lifecycle_script_template[] =
 "local v, now, typ, id, cat, o = KEYS[1], ARGV[1], ARGV[3], ARGV[4],\n"
@@ -418,10 +419,10 @@ ngx_http_lifecycle_profile_piece(ngx_conf_t *cf, ngx_str_t *name,
             p = ngx_sprintf(out->data, "%d", LC_FIRST_REQUEST_TTL);
 
         } else if (ngx_http_lifecycle_piece_is("RECENT_BYTES")) {
-            p = ngx_sprintf(out->data, "%d", LC_RECENT_MAX * 16);
+            p = ngx_sprintf(out->data, "%d", LC_RECENT_MAX * 8);
 
         } else {
-            p = ngx_sprintf(out->data, "%d", LC_SESSION_MAX * 16);
+            p = ngx_sprintf(out->data, "%d", LC_SESSION_MAX * 8);
         }
 
         out->len = p - out->data;
