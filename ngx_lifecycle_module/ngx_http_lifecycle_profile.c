@@ -30,11 +30,12 @@ enum {
     NGX_HTTP_LIFECYCLE_ARG_NKEYS,
     NGX_HTTP_LIFECYCLE_ARG_KEY,
     NGX_HTTP_LIFECYCLE_ARG_NOW,
-    NGX_HTTP_LIFECYCLE_ARG_SESSION_TIMEOUT,
+    NGX_HTTP_LIFECYCLE_ARG_CUTOFF,
     NGX_HTTP_LIFECYCLE_ARG_TYPE,
     NGX_HTTP_LIFECYCLE_ARG_ID,
     NGX_HTTP_LIFECYCLE_ARG_CATEGORY,
     NGX_HTTP_LIFECYCLE_ARG_OPTIONS,
+    NGX_HTTP_LIFECYCLE_ARG_DAY,
     NGX_HTTP_LIFECYCLE_ARG_GROUP,
     NGX_HTTP_LIFECYCLE_ARG_COUNTRY,
     NGX_HTTP_LIFECYCLE_ARG_CITY,
@@ -50,8 +51,12 @@ enum {
  * KEYS[1] the profile "lc:{hh}:v:VID"; the other keys are named from it
  * ("lc:{hh}:" is its first 8 bytes, VID what follows "v:") and share its
  * slot.
- * ARGV: now(ms) session_timeout(ms) type id category options
- *       [group country city], options being letters: n a new visitor
+ * ARGV: now(ms) session_cutoff(ms) type id category options day(ms)
+ *       [group country city]; times are 13 digits, so that they compare
+ *       as strings (no tonumber() a call): the session goes on when its
+ *       last activity is after the cutoff (now less the session timeout),
+ *       the TTLs are renewed at the first request since "day" (the start
+ *       of the UTC day); options are letters: n a new visitor
  *       (cookie just issued), r answer the recent products, k answer the
  *       cart, t trim the shard's idle index and event stream (one request
  *       in 128: a shard's stream outgrows its bound by about 128 events).
@@ -73,9 +78,8 @@ enum {
 static char  ngx_http_lifecycle_script_template[] =
 "local v, now, typ, id, cat, o = KEYS[1], ARGV[1], ARGV[3], ARGV[4],\n"
 "  ARGV[5], ARGV[6]\n"
-"local grp, country, city = ARGV[7] or '', ARGV[8] or '', ARGV[9] or ''\n"
-"local find, sub, fmt, floor = string.find, string.sub, string.format,\n"
-"  math.floor\n"
+"local grp, country, city = ARGV[8] or '', ARGV[9] or '', ARGV[10] or ''\n"
+"local find, sub, fmt = string.find, string.sub, string.format\n"
 "local first = o ~= '' and find(o, 'n', 1, true)\n"
 "if typ == 'category' and id ~= '' then cat = id end\n"
 "local tf, pf, cf = 't:' .. typ, 'p:' .. id, 'c:' .. cat\n"
@@ -86,16 +90,15 @@ static char  ngx_http_lifecycle_script_template[] =
 "  g = redis.call('HMGET', v, 'visits', 'last', 'views', tf, pf, cf,\n"
 "    'topn', 'r', 's.p', 's.c', 'cart', 'purchases'@FIELDS@)\n"
 "end\n"
-"local t = tonumber(now)\n"
 "local sess = tonumber(g[1]) or 0\n"
-"local last = tonumber(g[2]) or 0\n"
+"local last = g[2] or '0'\n"
 "local ns, refresh, topc = 0, false, nil\n"
 "local pre, vid = sub(v, 1, 8), sub(v, 11)\n"
 "local h = {'HSET', v, 'last', now@SLOTS@}\n"
 "local n = 4\n"
 "local back = g[1] == '0'\n"
 "if back then sess = 1 end\n"
-"if sess == 0 or t - last > tonumber(ARGV[2]) then\n"
+"if sess == 0 or last < ARGV[2] then\n"
 "  if sess > 0 then\n"
 "    local s = redis.call('HMGET', v, 's.start', 's.v0', 's.cart_adds',\n"
 "      's.purchase')\n"
@@ -121,7 +124,7 @@ static char  ngx_http_lifecycle_script_template[] =
 "  h[5], h[6] = 'visits', '1'\n"
 "  n = 6\n"
 "  refresh = true\n"
-"elseif floor(t / 86400000) ~= floor(last / 86400000) then\n"
+"elseif last < ARGV[7] then\n"
 "  refresh = true\n"
 "end\n"
 "local function push(l, x, trim, max)\n"
@@ -142,10 +145,10 @@ static char  ngx_http_lifecycle_script_template[] =
 "  h[n + 1], h[n + 2] = 'views', fmt('%d', g[3]); n = n + 2\n"
 "  h[n + 1], h[n + 2] = tf, fmt('%d', g[4]); n = n + 2\n"
 "  local ev = {'XADD', pre .. '" LC_KEY_EVENTS "', '*',\n"
-"    'type', typ, 'vid', vid, 'sess', fmt('%d', sess),\n"
+"    'type', typ, 'vid', vid, 'sess', ns == 0 and not back and g[1]\n"
+"    or fmt('%d', sess),\n"
 "    false, false, false, false, false, false, false, false, false, false}\n"
 "  local e = 9\n"
-"  local cart = v .. '" LC_KEY_CART "'\n"
 "  if id ~= '' then ev[e + 1], ev[e + 2] = 'id', id; e = e + 2 end\n"
 "  if typ == 'product' and id ~= '' then\n"
 "    g[5] = (tonumber(g[5]) or 0) + 1\n"
@@ -161,12 +164,14 @@ static char  ngx_http_lifecycle_script_template[] =
                                  " - 1)\n"
 "    redis.call('EXPIRE', q, first and @FIRST_TTL@ or @TTL@)\n"
 "  elseif typ == 'cart_add' and id ~= '' then\n"
+"    local cart = v .. '" LC_KEY_CART "'\n"
 "    redis.call('HINCRBY', cart, id, 1)\n"
 "    redis.call('EXPIRE', cart, first and @FIRST_TTL@ or @TTL@)\n"
 "    redis.call('HINCRBY', v, 's.cart_adds', 1)\n"
 "    g[11] = (tonumber(g[11]) or 0) + 1\n"
 "    h[n + 1], h[n + 2] = 'cart', fmt('%d', g[11]); n = n + 2\n"
 "  elseif typ == 'cart_remove' and id ~= '' then\n"
+"    local cart = v .. '" LC_KEY_CART "'\n"
 "    local q = tonumber(redis.call('HGET', cart, id))\n"
 "    if q then\n"
 "      redis.call('HDEL', cart, id)\n"
@@ -181,7 +186,7 @@ static char  ngx_http_lifecycle_script_template[] =
 "    h[n + 1], h[n + 2] = 'last_purchase', now; n = n + 2\n"
 "    h[n + 1], h[n + 2] = 'last_order', id; n = n + 2\n"
 "    h[n + 1], h[n + 2] = 's.purchase', id ~= '' and id or '1'; n = n + 2\n"
-"    redis.call('DEL', cart)\n"
+"    redis.call('DEL', v .. '" LC_KEY_CART "')\n"
 "    if id ~= '' then\n"
 "      local q = v .. '" LC_KEY_ORDERS "'\n"
 "      redis.call('LPUSH', q, id)\n"
@@ -227,7 +232,7 @@ static char  ngx_http_lifecycle_script_template[] =
 "if o ~= '' then\n"
 "  if find(o, 't', 1, true) then\n"
 "    redis.call('ZREMRANGEBYSCORE', pre .. '" LC_KEY_IDLE "', '-inf',\n"
-"      t - @TTL_MS@)\n"
+"      tonumber(now) - @TTL_MS@)\n"
 "    redis.call('XTRIM', pre .. '" LC_KEY_EVENTS "', 'MAXLEN', '~', "
                 NGX_HTTP_LIFECYCLE_STR(LC_STREAM_MAXLEN) ")\n"
 "  end\n"
@@ -650,7 +655,7 @@ ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
 
     /* key, numbers and options: one allocation for the small strings */
     numbers = ngx_pnalloc(r->pool, LC_PREFIX_LEN + sizeof("v:") - 1
-                                   + LC_VID_LEN + 2 * NGX_INT64_LEN + 4);
+                                   + LC_VID_LEN + 3 * NGX_INT64_LEN + 4);
     if (numbers == NULL) {
         return NGX_ERROR;
     }
@@ -672,10 +677,17 @@ ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
     args[NGX_HTTP_LIFECYCLE_ARG_NOW].len =
                                    p - args[NGX_HTTP_LIFECYCLE_ARG_NOW].data;
 
-    args[NGX_HTTP_LIFECYCLE_ARG_SESSION_TIMEOUT].data = p;
-    p = ngx_sprintf(p, "%M", lscf->session_timeout);
-    args[NGX_HTTP_LIFECYCLE_ARG_SESSION_TIMEOUT].len =
-                       p - args[NGX_HTTP_LIFECYCLE_ARG_SESSION_TIMEOUT].data;
+    /* 13 digits, as "last" is: the script compares them as strings */
+
+    args[NGX_HTTP_LIFECYCLE_ARG_CUTOFF].data = p;
+    p = ngx_sprintf(p, "%013M", now - ngx_min(now, lscf->session_timeout));
+    args[NGX_HTTP_LIFECYCLE_ARG_CUTOFF].len =
+                                p - args[NGX_HTTP_LIFECYCLE_ARG_CUTOFF].data;
+
+    args[NGX_HTTP_LIFECYCLE_ARG_DAY].data = p;
+    p = ngx_sprintf(p, "%013M", now - now % 86400000);
+    args[NGX_HTTP_LIFECYCLE_ARG_DAY].len =
+                                   p - args[NGX_HTTP_LIFECYCLE_ARG_DAY].data;
 
     /* options; the recent products and the cart only for templates */
 
@@ -796,7 +808,7 @@ ngx_http_lifecycle_profile_reply(void *data, void *reply)
 {
     ngx_http_lifecycle_ctx_t  *ctx = data;
 
-    size_t                           i, n;
+    size_t                           n;
     redisReply                      *rr = reply;
     ngx_str_t                       *script;
     ngx_http_request_t              *r;
@@ -847,10 +859,11 @@ ngx_http_lifecycle_profile_reply(void *data, void *reply)
         goto unexpected;
     }
 
-    for (i = 0; i < 3; i++) {
-        if (rr->element[i]->type != REDIS_REPLY_INTEGER) {
-            goto unexpected;
-        }
+    if (rr->element[0]->type != REDIS_REPLY_INTEGER
+        || rr->element[1]->type != REDIS_REPLY_INTEGER
+        || rr->element[2]->type != REDIS_REPLY_STRING)
+    {
+        goto unexpected;
     }
 
     ctx->session = (ngx_uint_t) rr->element[0]->integer;
@@ -987,7 +1000,7 @@ ngx_http_lifecycle_profile_parse(ngx_http_request_t *r, redisReply *rr)
     }
 
     p->visits = (ngx_uint_t) rr->element[0]->integer;
-    p->previous = (uint64_t) rr->element[2]->integer;
+    p->previous = ngx_http_lifecycle_profile_number(rr->element[2]);
 
     wanted = lmcf->wanted->elts;
     k = 3;

@@ -72,6 +72,16 @@ $t->config(<<'EOF');
         add_header X-Session $lifecycle_session always;
     }
 
+    # long sessions: a session that goes on across midnight
+    server {
+        listen 127.0.0.1:%%PORT_LONG%%;
+        root %%HTML%%;
+        lifecycle on;
+        lifecycle_session_timeout 48h;
+        lifecycle_view page ^/;
+        add_header X-Session $lifecycle_session always;
+    }
+
     # short sessions
     server {
         listen 127.0.0.1:%%PORT_SESS%%;
@@ -338,6 +348,30 @@ is($e->{sess}, 2, 'event sess 2');
 is($e->{ns}, 1, 'event ns=1 on a new session');
 ok(($e->{new} // '') ne '1', 'not a new visitor');
 ok(defined $redis->cmd('ZSCORE', key_idle($vid3), "$vid3:2"), 'idle entry for session 2');
+
+# --- the first request of a day renews the TTLs, within a session ----------
+
+{
+    my $lp = $t->port('PORT_LONG');
+    my $r1 = $t->http_get('/about.html', -port => $lp);
+    my ($v) = split_cookie($r1->cookie('lc_vid') // '');
+    my $c = 'lc_vid=' . $r1->cookie('lc_vid');
+    $t->http_get('/about.html', -port => $lp, Cookie => $c);
+    my $pk4 = key_profile($v);
+    my $day = 86_400_000;
+    my $yesterday = $now_ms->() - $now_ms->() % $day - 60_000;
+
+    $redis->cmd('HSET', $pk4, 'last', $yesterday);
+    $redis->cmd('EXPIRE', $pk4, 100);
+    my $r2 = $t->http_get('/about.html', -port => $lp, Cookie => $c);
+    is($r2->header('X-Session'), "$v-1", 'a minute before midnight, 48h sessions: the same session');
+    ok($redis->ttl($pk4) > 3600, 'first request of the day: the TTLs renewed (got '
+       . $redis->ttl($pk4) . ')');
+
+    $redis->cmd('EXPIRE', $pk4, 100);
+    $t->http_get('/about.html', -port => $lp, Cookie => $c);
+    ok($redis->ttl($pk4) <= 100, 'the next request the same day: not again');
+}
 
 $t->stop;
 done_testing;
