@@ -1032,6 +1032,37 @@ lc_agent_list_merge(lc_agent_buf_t *b, const char *s, size_t len)
 
 
 /*
+ * The catalog categories of the products of a list (ids separated by
+ * "\n") merged into "cats": a session's own category list has the
+ * category pages seen only.
+ */
+
+static void
+lc_agent_product_categories(lc_agent_conf_t *cf, lc_agent_buf_t *cats,
+    const char *s, size_t len)
+{
+    const char          *p, *end, *nl;
+    const lc_product_t  *prod;
+
+    end = s + len;
+
+    for (p = s; p < end; p = nl + 1) {
+        nl = memchr(p, '\n', end - p);
+        if (nl == NULL) {
+            nl = end;
+        }
+
+        prod = lc_catalog_find(cf->catalog, p, nl - p);
+
+        if (prod && prod->category.len) {
+            lc_agent_list_merge(cats, prod->category.data,
+                                prod->category.len);
+        }
+    }
+}
+
+
+/*
  * The top category of the categories in "cats": the one the profile
  * counted most (c:CAT), the first seen on a tie.
  */
@@ -1100,6 +1131,7 @@ lc_agent_linked_sessions(lc_agent_t *ag, lc_agent_data_t *d,
 
     s = lc_agent_field(d->profile, "s.p", &len);
     lc_agent_list_merge(&d->recent, s, len);
+    lc_agent_product_categories(ag->conf, cats, s, len);
     s = lc_agent_field(d->profile, "s.c", &len);
     lc_agent_list_merge(cats, s, len);
 
@@ -1121,6 +1153,8 @@ lc_agent_linked_sessions(lc_agent_t *ag, lc_agent_data_t *d,
         if (r->element[1]->type == REDIS_REPLY_STRING) {
             lc_agent_list_merge(&d->recent, r->element[1]->str,
                                 r->element[1]->len);
+            lc_agent_product_categories(ag->conf, cats, r->element[1]->str,
+                                        r->element[1]->len);
         }
 
         if (r->element[2]->type == REDIS_REPLY_STRING) {
@@ -1227,8 +1261,9 @@ lc_agent_build(lc_agent_t *ag, lc_agent_msg_t *m, lc_agent_arena_t *a)
         /* the session is the current one: its fields are in the profile */
         s = lc_agent_field(d.profile, "s.p", &len);
         lc_agent_buf_add(&d.products, s, len);
+        lc_agent_product_categories(ag->conf, &d.categories, s, len);
         s = lc_agent_field(d.profile, "s.c", &len);
-        lc_agent_buf_add(&d.categories, s, len);
+        lc_agent_list_merge(&d.categories, s, len);
         d.session_views = strtoll(lc_agent_field(d.profile, "views", &len),
                                   NULL, 10)
                           - strtoll(lc_agent_field(d.profile, "s.v0", &len),
@@ -1249,11 +1284,15 @@ lc_agent_build(lc_agent_t *ag, lc_agent_msg_t *m, lc_agent_arena_t *a)
             if (d.session->element[0]->type == REDIS_REPLY_STRING) {
                 lc_agent_buf_add(&d.products, d.session->element[0]->str,
                                  d.session->element[0]->len);
+                lc_agent_product_categories(ag->conf, &d.categories,
+                                            d.session->element[0]->str,
+                                            d.session->element[0]->len);
             }
 
             if (d.session->element[1]->type == REDIS_REPLY_STRING) {
-                lc_agent_buf_add(&d.categories, d.session->element[1]->str,
-                                 d.session->element[1]->len);
+                lc_agent_list_merge(&d.categories,
+                                    d.session->element[1]->str,
+                                    d.session->element[1]->len);
             }
 
             d.session_views = lc_agent_reply_ll(d.session->element[2]);

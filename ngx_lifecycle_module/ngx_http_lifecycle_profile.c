@@ -21,7 +21,7 @@
 #define NGX_HTTP_LIFECYCLE_TRIM_EVERY  128
 
 /* the fields the script reads for itself, before those wanted back */
-#define NGX_HTTP_LIFECYCLE_OWN_FIELDS  12
+#define NGX_HTTP_LIFECYCLE_OWN_FIELDS  11
 
 
 enum {
@@ -68,7 +68,10 @@ enum {
  * until the cookie comes back; that request then gives the keys the
  * retention and the session its idle entry.
  *
- * A steady view is one HMGET and one HSET of the profile and one XADD.
+ * A steady view is one HMGET and one HSET of the profile and one XADD;
+ * of the session's lists it reads the one it changes: the products for
+ * a product view, the categories (of the category pages seen: those of
+ * the products are the catalog's) for a category view.
  * Numbers go to Redis as string.format('%d') strings: a Lua number
  * given to redis.call is printed with "%.17g", which costs far more.
  * Lists ("r", "s.p", "s.c") are "\nid\nid\n", newest first, trimmed back
@@ -83,12 +86,13 @@ static char  ngx_http_lifecycle_script_template[] =
 "local first = o ~= '' and find(o, 'n', 1, true)\n"
 "if typ == 'category' and id ~= '' then cat = id end\n"
 "local tf, pf, cf = 't:' .. typ, 'p:' .. id, 'c:' .. cat\n"
+"local sl = typ == 'category' and 's.c' or 's.p'\n"
 "local g\n"
 "if first then\n"
 "  g = {@FALSES@}\n"
 "else\n"
 "  g = redis.call('HMGET', v, 'visits', 'last', 'views', tf, pf, cf,\n"
-"    'topn', 'r', 's.p', 's.c', 'cart', 'purchases'@FIELDS@)\n"
+"    'topn', 'r', sl, 'cart', 'purchases'@FIELDS@)\n"
 "end\n"
 "local sess = tonumber(g[1]) or 0\n"
 "local last = g[2] or '0'\n"
@@ -101,17 +105,17 @@ static char  ngx_http_lifecycle_script_template[] =
 "if sess == 0 or last < ARGV[2] then\n"
 "  if sess > 0 then\n"
 "    local s = redis.call('HMGET', v, 's.start', 's.v0', 's.cart_adds',\n"
-"      's.purchase')\n"
+"      's.purchase', 's.p', 's.c')\n"
 "    local old = pre .. 's:' .. vid .. ':' .. g[1]\n"
 "    redis.call('HSET', old, 'start', s[1] or g[2], 'last', g[2],\n"
 "      'views', fmt('%d', (tonumber(g[3]) or 0) - (tonumber(s[2]) or 0)),\n"
-"      'p', g[9] or '', 'c', g[10] or '', 'cart_adds', s[3] or '0',\n"
+"      'p', s[5] or '', 'c', s[6] or '', 'cart_adds', s[3] or '0',\n"
 "      'purchase', s[4] or '')\n"
 "    redis.call('EXPIRE', old, @TTL@)\n"
 "  end\n"
 "  sess = sess + 1\n"
 "  ns = 1\n"
-"  g[9], g[10] = false, false\n"
+"  g[9] = false\n"
 "  h[5], h[6], h[7], h[8] = 'visits', first and '0' or fmt('%d', sess),\n"
 "    's.start', now\n"
 "  h[9], h[10], h[11], h[12] = 's.v0', g[3] or '0', 's.cart_adds', '0'\n"
@@ -168,20 +172,20 @@ static char  ngx_http_lifecycle_script_template[] =
 "    redis.call('HINCRBY', cart, id, 1)\n"
 "    redis.call('EXPIRE', cart, first and @FIRST_TTL@ or @TTL@)\n"
 "    redis.call('HINCRBY', v, 's.cart_adds', 1)\n"
-"    g[11] = (tonumber(g[11]) or 0) + 1\n"
-"    h[n + 1], h[n + 2] = 'cart', fmt('%d', g[11]); n = n + 2\n"
+"    g[10] = (tonumber(g[10]) or 0) + 1\n"
+"    h[n + 1], h[n + 2] = 'cart', fmt('%d', g[10]); n = n + 2\n"
 "  elseif typ == 'cart_remove' and id ~= '' then\n"
 "    local cart = v .. '" LC_KEY_CART "'\n"
 "    local q = tonumber(redis.call('HGET', cart, id))\n"
 "    if q then\n"
 "      redis.call('HDEL', cart, id)\n"
-"      g[11] = math.max((tonumber(g[11]) or 0) - q, 0)\n"
-"      h[n + 1], h[n + 2] = 'cart', fmt('%d', g[11]); n = n + 2\n"
+"      g[10] = math.max((tonumber(g[10]) or 0) - q, 0)\n"
+"      h[n + 1], h[n + 2] = 'cart', fmt('%d', g[10]); n = n + 2\n"
 "    end\n"
 "  elseif typ == 'purchase' then\n"
-"    g[12] = (tonumber(g[12]) or 0) + 1\n"
-"    g[11] = 0\n"
-"    h[n + 1], h[n + 2] = 'purchases', fmt('%d', g[12]); n = n + 2\n"
+"    g[11] = (tonumber(g[11]) or 0) + 1\n"
+"    g[10] = 0\n"
+"    h[n + 1], h[n + 2] = 'purchases', fmt('%d', g[11]); n = n + 2\n"
 "    h[n + 1], h[n + 2] = 'cart', '0'; n = n + 2\n"
 "    h[n + 1], h[n + 2] = 'last_purchase', now; n = n + 2\n"
 "    h[n + 1], h[n + 2] = 'last_order', id; n = n + 2\n"
@@ -202,8 +206,10 @@ static char  ngx_http_lifecycle_script_template[] =
 "    g[6] = (tonumber(g[6]) or 0) + 1\n"
 "    local cn = fmt('%d', g[6])\n"
 "    h[n + 1], h[n + 2] = cf, cn; n = n + 2\n"
-"    local sc = push(g[10], cat, '@SESSION_TRIM@', @SESSION_BYTES@)\n"
-"    h[n + 1], h[n + 2] = 's.c', sc; n = n + 2\n"
+"    if typ == 'category' then\n"
+"      local sc = push(g[9], cat, '@SESSION_TRIM@', @SESSION_BYTES@)\n"
+"      h[n + 1], h[n + 2] = 's.c', sc; n = n + 2\n"
+"    end\n"
 "    if g[6] > (tonumber(g[7]) or 0) then\n"
 "      topc = cat\n"
 "      h[n + 1], h[n + 2] = 'topc', cat; n = n + 2\n"
@@ -279,8 +285,8 @@ typedef struct {
 
 static ngx_http_lifecycle_answer_t  ngx_http_lifecycle_answers[] = {
     { ngx_string("views"), "g[3]", 0 },
-    { ngx_string("cart"), "g[11]", 0 },
-    { ngx_string("purchases"), "g[12]", 0 },
+    { ngx_string("cart"), "g[10]", 0 },
+    { ngx_string("purchases"), "g[11]", 0 },
     { ngx_string("visits"), "sess", 0 },
     { ngx_string("topc"), "topc or g[%ui]", 1 },
     { ngx_string("country"), "(country ~= '' and country) or g[%ui]", 1 },

@@ -98,8 +98,10 @@ $p = $redis->hgetall($pk);
 is_deeply(categories($p), { 'c:running-shoes' => 2, 'c:hats' => 1 },
           'c:running-shoes 2, c:hats 1');
 is($p->{'p:r2'}, 1, 'p:r2 1');
-ok((grep { $_ eq 'running-shoes' } split /\n/, $p->{'s.c'} // ''),
-   'the session lists the category too');
+ok((grep { $_ eq 'r2' } split /\n/, $p->{'s.p'} // ''),
+   'the session lists the product (its category is the catalog\'s)');
+ok(!(grep { $_ eq 'running-shoes' } split /\n/, $p->{'s.c'} // ''),
+   'the session\'s categories are the category pages seen');
 
 $t->http_get('/product/u1', @c);
 $p = $redis->hgetall($pk);

@@ -30,10 +30,11 @@ $a->start('a1', channel => 'smtp', smtp_url => "smtp://127.0.0.1:$smtp",
 
 sub visit { $a->visit(@_) }
 
-my %v = map { $_ => random_vid() } qw(browse cart bought silent);
-my %email = (browse => 'Browse.Visitor@Example.com',
-             cart   => 'cart.visitor@example.com',
-             bought => 'bought@example.com');
+my %v = map { $_ => random_vid() } qw(browse cart bought silent products);
+my %email = (browse   => 'Browse.Visitor@Example.com',
+             cart     => 'cart.visitor@example.com',
+             bought   => 'bought@example.com',
+             products => 'products.only@example.com');
 
 visit($v{browse}, '/category/shoes.html', '/product/p1.html',
       '/product/p3.html');
@@ -48,18 +49,22 @@ visit($v{bought}, '/checkout/done?order=T100');
 
 visit($v{silent}, '/product/p1.html', '/product/p2.html');
 
+# products only, no category page: their categories are the catalog's
+visit($v{products}, '/product/p1.html', '/product/p3.html');
+$a->optin($v{products}, $email{products});
+
 my %last = map {
     $_ => $t->redis->hgetall(key_profile($v{$_}))->{last}
 } keys %v;
 
-# 3 welcomes at once, then the two abandonments 2 s after the last view
-ok((wait_until { scalar($a->smtp_messages) >= 5 } timeout => 20),
-   'five messages arrived') or diag($a->log('a1'));
+# 4 welcomes at once, then the three abandonments 2 s after the last view
+ok((wait_until { scalar($a->smtp_messages) >= 7 } timeout => 20),
+   'seven messages arrived') or diag($a->log('a1'));
 
 # nothing more comes: exactly one of each
 sleep 3;
 my @m = $a->smtp_messages;
-is(scalar @m, 5, 'exactly five messages: three welcomes, two abandonments')
+is(scalar @m, 7, 'exactly seven messages: four welcomes, three abandonments')
     or diag(join "\n", map { "$_->{headers}{to}: $_->{headers}{subject}" } @m);
 
 sub of {
@@ -67,6 +72,12 @@ sub of {
     return grep { ($_->{headers}{'x-lifecycle-kind'} // '') eq $kind
                   && $_->{headers}{to} eq "<$to>" } @m;
 }
+
+# a session of products only: the top category from the catalog
+my @pb = of('browse', $email{products});
+is(scalar @pb, 1, 'one browse abandonment for the products-only visitor');
+like(($pb[0] // {headers => {}})->{headers}{subject} // '', qr/: shoes$/,
+     'its subject names the category of the products read (the catalog\'s)');
 
 # the browse abandonment: the products read, their catalog names
 
@@ -150,11 +161,11 @@ is($t->redis_cmd('ZSCORE', key_idle($v{browse}), "$v{browse}:1"), undef,
 
 my ($rc, $out) = $a->cmd('status', conf => 'a1');
 is($rc, 0, 'status exits 0');
-like($out, qr/^lifecycle_agent_abandonments_total\{kind="browse"\} 2$/m,
+like($out, qr/^lifecycle_agent_abandonments_total\{kind="browse"\} 3$/m,
      'status: browse abandonments found (the silent visitor counts)');
 like($out, qr/^lifecycle_agent_abandonments_total\{kind="cart"\} 1$/m,
      'status: cart abandonments found');
-like($out, qr/^lifecycle_agent_messages_total\{channel="smtp",result="sent"\} 5$/m,
+like($out, qr/^lifecycle_agent_messages_total\{channel="smtp",result="sent"\} 7$/m,
      'status: messages by channel and result');
 like($out, qr/^lifecycle_agent_events_total \d+$/m, 'status: events consumed');
 like($out, qr/^lifecycle_agent_lag 0$/m, 'status: no lag');
