@@ -135,8 +135,6 @@ static ngx_int_t ngx_http_lifecycle_collect_store(ngx_http_request_t *r,
 static void ngx_http_lifecycle_collect_stored(ngx_http_lifecycle_call_t *call);
 static ngx_int_t ngx_http_lifecycle_collect_send(ngx_http_request_t *r,
     ngx_uint_t result, int64_t retry_ms);
-static ngx_int_t ngx_http_lifecycle_collect_header(ngx_http_request_t *r,
-    char *name, u_char *value, size_t len);
 static char *ngx_http_lifecycle_collect_popups(ngx_conf_t *cf,
     ngx_array_t *popups);
 
@@ -1637,13 +1635,10 @@ static ngx_int_t
 ngx_http_lifecycle_collect_send(ngx_http_request_t *r, ngx_uint_t result,
     int64_t retry_ms)
 {
-    u_char       *p;
-    size_t        len;
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_str_t    *reason;
-    ngx_uint_t    status;
-    ngx_chain_t   out;
+    u_char      *p;
+    size_t       len;
+    ngx_str_t   *reason;
+    ngx_uint_t   status;
 
     ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_COLLECT + result);
 
@@ -1685,10 +1680,10 @@ ngx_http_lifecycle_collect_send(ngx_http_request_t *r, ngx_uint_t result,
                    &ngx_http_lifecycle_collect_results[result][0],
                    &ngx_http_lifecycle_collect_results[result][1]);
 
-    if (ngx_http_lifecycle_collect_header(r, "Cache-Control",
-                                          (u_char *) "no-store",
-                                          sizeof("no-store") - 1)
-        != NGX_OK)
+    if (ngx_http_lifecycle_add_header(r, "Cache-Control",
+                                      (u_char *) "no-store",
+                                      sizeof("no-store") - 1)
+        == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1703,9 +1698,9 @@ ngx_http_lifecycle_collect_send(ngx_http_request_t *r, ngx_uint_t result,
     }
 
     if (status == NGX_HTTP_NOT_ALLOWED
-        && ngx_http_lifecycle_collect_header(r, "Allow", (u_char *) "POST",
-                                             sizeof("POST") - 1)
-           != NGX_OK)
+        && ngx_http_lifecycle_add_header(r, "Allow", (u_char *) "POST",
+                                         sizeof("POST") - 1)
+           == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1718,8 +1713,7 @@ ngx_http_lifecycle_collect_send(ngx_http_request_t *r, ngx_uint_t result,
 
         len = ngx_sprintf(p, "%L", (retry_ms + 999) / 1000) - p;
 
-        if (ngx_http_lifecycle_collect_header(r, "Retry-After", p, len)
-            != NGX_OK)
+        if (ngx_http_lifecycle_add_header(r, "Retry-After", p, len) == NULL)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -1727,50 +1721,14 @@ ngx_http_lifecycle_collect_send(ngx_http_request_t *r, ngx_uint_t result,
 
     reason = &ngx_http_lifecycle_collect_results[result][1];
 
-    b = ngx_create_temp_buf(r->pool, sizeof("{\"error\":\"\"}") - 1
-                                     + reason->len);
-    if (b == NULL) {
+    p = ngx_pnalloc(r->pool, sizeof("{\"error\":\"\"}") - 1 + reason->len);
+    if (p == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    b->last = ngx_sprintf(b->last, "{\"error\":\"%V\"}", reason);
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
+    len = ngx_sprintf(p, "{\"error\":\"%V\"}", reason) - p;
 
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-    r->headers_out.content_length_n = b->last - b->pos;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_lifecycle_send(r, status, "application/json", p, len);
 }
 
 
-static ngx_int_t
-ngx_http_lifecycle_collect_header(ngx_http_request_t *r, char *name,
-    u_char *value, size_t len)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    h->key.data = (u_char *) name;
-    h->key.len = ngx_strlen(name);
-    h->value.data = value;
-    h->value.len = len;
-
-    return NGX_OK;
-}

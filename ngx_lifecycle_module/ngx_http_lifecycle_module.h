@@ -406,6 +406,10 @@ extern ngx_str_t     ngx_http_lifecycle_unsubscribe_results[];
 ngx_http_lifecycle_ctx_t *ngx_http_lifecycle_get_ctx(ngx_http_request_t *r);
 ngx_int_t ngx_http_lifecycle_read_file(ngx_conf_t *cf, ngx_str_t *name,
     ngx_str_t *out);
+ngx_table_elt_t *ngx_http_lifecycle_add_header(ngx_http_request_t *r,
+    char *name, u_char *value, size_t len);
+ngx_int_t ngx_http_lifecycle_send(ngx_http_request_t *r, ngx_uint_t status,
+    char *type, u_char *data, size_t len);
 ngx_int_t ngx_http_lifecycle_want(ngx_conf_t *cf, ngx_str_t *field);
 ngx_int_t ngx_http_lifecycle_regex_compile(ngx_conf_t *cf,
     ngx_regex_compile_t *rc);

@@ -68,8 +68,6 @@ static ngx_int_t ngx_http_lifecycle_script_gzip(ngx_conf_t *cf,
 static void *ngx_http_lifecycle_zalloc(void *opaque, u_int items,
     u_int size);
 static void ngx_http_lifecycle_zfree(void *opaque, void *address);
-static ngx_int_t ngx_http_lifecycle_script_header(ngx_http_request_t *r,
-    char *name, ngx_str_t *value);
 
 
 char *
@@ -258,17 +256,16 @@ static ngx_int_t
 ngx_http_lifecycle_script_handler(ngx_http_request_t *r)
 {
     ngx_int_t                          rc;
-    ngx_buf_t                         *b;
-    ngx_str_t                         *body, *etag, allow;
-    ngx_chain_t                        out;
+    ngx_str_t                         *body, *etag;
     ngx_table_elt_t                   *h;
     ngx_http_lifecycle_loc_conf_t     *llcf;
     ngx_http_lifecycle_script_conf_t  *sc;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        ngx_str_set(&allow, "GET, HEAD");
-
-        if (ngx_http_lifecycle_script_header(r, "Allow", &allow) != NGX_OK) {
+        if (ngx_http_lifecycle_add_header(r, "Allow", (u_char *) "GET, HEAD",
+                                          sizeof("GET, HEAD") - 1)
+            == NULL)
+        {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
@@ -292,100 +289,48 @@ ngx_http_lifecycle_script_handler(ngx_http_request_t *r)
         body = &sc->gzip;
         etag = &sc->etag_gzip;
 
-        h = ngx_list_push(&r->headers_out.headers);
+        h = ngx_http_lifecycle_add_header(r, "Content-Encoding",
+                                          (u_char *) "gzip", 4);
         if (h == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        h->hash = 1;
-        ngx_str_set(&h->key, "Content-Encoding");
-        ngx_str_set(&h->value, "gzip");
         r->headers_out.content_encoding = h;
     }
 #endif
 
     /* the answer depends on Accept-Encoding: caches must know */
-    if (sc->gzip.len) {
-        ngx_str_set(&allow, "Accept-Encoding");
-
-        if (ngx_http_lifecycle_script_header(r, "Vary", &allow) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-    }
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    if (sc->gzip.len
+        && ngx_http_lifecycle_add_header(r, "Vary",
+                                         (u_char *) "Accept-Encoding",
+                                         sizeof("Accept-Encoding") - 1)
+           == NULL)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     /* nginx's not_modified filter answers 304 to a matching If-None-Match */
-    h->hash = 1;
-    ngx_str_set(&h->key, "ETag");
-    h->value = *etag;
+    h = ngx_http_lifecycle_add_header(r, "ETag", etag->data, etag->len);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     r->headers_out.etag = h;
 
-    if (ngx_http_lifecycle_script_header(r, "Cache-Control",
-                                         &sc->cache_control)
-        != NGX_OK)
+    if (ngx_http_lifecycle_add_header(r, "Cache-Control",
+                                      sc->cache_control.data,
+                                      sc->cache_control.len)
+        == NULL
+        || ngx_http_lifecycle_add_header(r, "X-Content-Type-Options",
+                                         (u_char *) "nosniff",
+                                         sizeof("nosniff") - 1)
+           == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_str_set(&allow, "nosniff");
-
-    if (ngx_http_lifecycle_script_header(r, "X-Content-Type-Options", &allow)
-        != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_str_set(&r->headers_out.content_type, "application/javascript");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
     ngx_str_set(&r->headers_out.charset, "utf-8");
 
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = body->len;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->pos = body->data;
-    b->last = body->data + body->len;
-    b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
-}
-
-
-static ngx_int_t
-ngx_http_lifecycle_script_header(ngx_http_request_t *r, char *name,
-    ngx_str_t *value)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    h->key.data = (u_char *) name;
-    h->key.len = ngx_strlen(name);
-    h->value = *value;
-
-    return NGX_OK;
+    return ngx_http_lifecycle_send(r, NGX_HTTP_OK, "application/javascript",
+                                   body->data, body->len);
 }

@@ -193,7 +193,6 @@ ngx_http_lifecycle_status_handler(ngx_http_request_t *r)
     ngx_int_t                     rc;
     ngx_buf_t                    *b;
     ngx_uint_t                    i;
-    ngx_chain_t                   out;
     ngx_atomic_t                 *s;
     ngx_atomic_uint_t             cumulative;
     ngx_http_lifecycle_metric_t  *m;
@@ -344,23 +343,7 @@ ngx_http_lifecycle_status_handler(ngx_http_request_t *r)
                           s[NGX_HTTP_LIFECYCLE_STAT_RTT_SUM_US] % 1000000,
                           cumulative);
 
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    ngx_str_set(&r->headers_out.content_type, "text/plain; version=0.0.4");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = b->last - b->pos;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_lifecycle_send(r, NGX_HTTP_OK,
+                                   "text/plain; version=0.0.4", b->pos,
+                                   b->last - b->pos);
 }

@@ -134,20 +134,18 @@ ngx_http_lifecycle_unsubscribe_handler(ngx_http_request_t *r)
     ngx_str_t                        arg;
     ngx_msec_t                       now;
     ngx_time_t                      *tp;
-    ngx_table_elt_t                 *h;
     ngx_http_lifecycle_call_t       *call;
     ngx_http_lifecycle_loc_conf_t   *llcf;
     ngx_http_lifecycle_main_conf_t  *lmcf;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_POST))) {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
+        if (ngx_http_lifecycle_add_header(r, "Allow",
+                                          (u_char *) "GET, HEAD, POST",
+                                          sizeof("GET, HEAD, POST") - 1)
+            == NULL)
+        {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "Allow");
-        ngx_str_set(&h->value, "GET, HEAD, POST");
 
         return NGX_HTTP_NOT_ALLOWED;
     }
@@ -286,11 +284,8 @@ ngx_http_lifecycle_unsubscribe_done(ngx_http_lifecycle_call_t *call)
 static ngx_int_t
 ngx_http_lifecycle_unsubscribe_send(ngx_http_request_t *r, ngx_uint_t result)
 {
-    ngx_int_t         rc;
-    ngx_buf_t        *b;
-    ngx_str_t        *page;
-    ngx_chain_t       out;
-    ngx_table_elt_t  *h;
+    ngx_str_t   *page;
+    ngx_uint_t   status;
 
     if (r->method != NGX_HTTP_HEAD) {
         ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_UNSUBSCRIBE
@@ -300,75 +295,40 @@ ngx_http_lifecycle_unsubscribe_send(ngx_http_request_t *r, ngx_uint_t result)
     switch (result) {
 
     case NGX_HTTP_LIFECYCLE_UNSUBSCRIBE_INVALID:
-        r->headers_out.status = NGX_HTTP_BAD_REQUEST;
+        status = NGX_HTTP_BAD_REQUEST;
         page = &ngx_http_lifecycle_invalid_page;
         break;
 
     case NGX_HTTP_LIFECYCLE_UNSUBSCRIBE_FAILED:
-        r->headers_out.status = NGX_HTTP_SERVICE_UNAVAILABLE;
+        status = NGX_HTTP_SERVICE_UNAVAILABLE;
         page = &ngx_http_lifecycle_failed_page;
         break;
 
     default:
-        r->headers_out.status = NGX_HTTP_OK;
+        status = NGX_HTTP_OK;
         page = &ngx_http_lifecycle_unsubscribed_page;
     }
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Cache-Control");
-    ngx_str_set(&h->value, "no-store");
-
     /* the token is in the URL: it goes nowhere else */
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+
+    if (ngx_http_lifecycle_add_header(r, "Cache-Control",
+                                      (u_char *) "no-store",
+                                      sizeof("no-store") - 1)
+        == NULL
+        || ngx_http_lifecycle_add_header(r, "Referrer-Policy",
+                                         (u_char *) "no-referrer",
+                                         sizeof("no-referrer") - 1)
+           == NULL
+        || (result == NGX_HTTP_LIFECYCLE_UNSUBSCRIBE_FAILED
+            && ngx_http_lifecycle_add_header(r, "Retry-After",
+                                             (u_char *) "60", 2)
+               == NULL))
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    h->hash = 1;
-    ngx_str_set(&h->key, "Referrer-Policy");
-    ngx_str_set(&h->value, "no-referrer");
-
-    if (result == NGX_HTTP_LIFECYCLE_UNSUBSCRIBE_FAILED) {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "Retry-After");
-        ngx_str_set(&h->value, "60");
-    }
-
-    ngx_str_set(&r->headers_out.content_type, "text/html");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
     ngx_str_set(&r->headers_out.charset, "utf-8");
-    r->headers_out.content_length_n = page->len;
 
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->pos = page->data;
-    b->last = page->data + page->len;
-    b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_lifecycle_send(r, status, "text/html", page->data,
+                                   page->len);
 }
