@@ -658,8 +658,8 @@ static lc_value_t *
 lc_agent_products(lc_agent_conf_t *cf, lc_agent_arena_t *a, const char *s,
     size_t len, size_t max, int trusted_all)
 {
-    size_t             n;
-    const char        *p, *end, *nl;
+    size_t             n, idlen;
+    const char        *p, *end, *id;
     lc_value_t        *list;
     const lc_value_t  *v;
 
@@ -668,24 +668,14 @@ lc_agent_products(lc_agent_conf_t *cf, lc_agent_arena_t *a, const char *s,
         return NULL;
     }
 
+    p = s;
     end = s + len;
 
-    for (p = s, n = 0; p < end && n < max; p = nl + 1) {
-        nl = memchr(p, '\n', end - p);
-        if (nl == NULL) {
-            nl = end;
-        }
-
-        if (nl == p) {
-            continue;
-        }
-
-        v = lc_agent_product(cf, a, p, nl - p, trusted_all);
+    for (n = 0; n < max && (id = lc_list_next(&p, end, &idlen)); n++) {
+        v = lc_agent_product(cf, a, id, idlen, trusted_all);
         if (v == NULL || lc_value_append(list, v) != 0) {
             return NULL;
         }
-
-        n++;
     }
 
     return list;
@@ -696,8 +686,8 @@ static lc_value_t *
 lc_agent_strings(lc_agent_arena_t *a, const char *s, size_t len, size_t max,
     int trusted)
 {
-    size_t       n;
-    const char  *p, *end, *nl;
+    size_t       n, ilen;
+    const char  *p, *end, *item;
     lc_value_t  *list;
 
     list = lc_value_list(&a->alloc, max);
@@ -705,26 +695,16 @@ lc_agent_strings(lc_agent_arena_t *a, const char *s, size_t len, size_t max,
         return NULL;
     }
 
+    p = s;
     end = s + len;
 
-    for (p = s, n = 0; p < end && n < max; p = nl + 1) {
-        nl = memchr(p, '\n', end - p);
-        if (nl == NULL) {
-            nl = end;
-        }
-
-        if (nl == p) {
-            continue;
-        }
-
-        if (lc_value_append(list, lc_value_string(&a->alloc, p, nl - p,
+    for (n = 0; n < max && (item = lc_list_next(&p, end, &ilen)); n++) {
+        if (lc_value_append(list, lc_value_string(&a->alloc, item, ilen,
                                                   trusted))
             != 0)
         {
             return NULL;
         }
-
-        n++;
     }
 
     return list;
@@ -992,27 +972,19 @@ lc_agent_tree(lc_agent_conf_t *cf, lc_agent_data_t *d, lc_agent_msg_t *m,
 static void
 lc_agent_list_merge(lc_agent_buf_t *b, const char *s, size_t len)
 {
-    const char  *p, *end, *nl, *hit, *q;
+    const char  *p, *end, *hit, *q;
     size_t       n;
 
+    p = s;
     end = s + len;
 
-    for (p = s; p < end; p = nl + 1) {
-        nl = memchr(p, '\n', end - p);
-        if (nl == NULL) {
-            nl = end;
-        }
-
-        n = nl - p;
-        if (n == 0) {
-            continue;
-        }
+    while ((s = lc_list_next(&p, end, &n))) {
 
         /* the id as a whole line of "b" */
         hit = NULL;
 
         for (q = b->data; q && q + n <= b->data + b->len; q++) {
-            if ((q == b->data || q[-1] == '\n') && memcmp(q, p, n) == 0
+            if ((q == b->data || q[-1] == '\n') && memcmp(q, s, n) == 0
                 && (q + n == b->data + b->len || q[n] == '\n'))
             {
                 hit = q;
@@ -1025,7 +997,7 @@ lc_agent_list_merge(lc_agent_buf_t *b, const char *s, size_t len)
                 lc_agent_buf_add(b, "\n", 1);
             }
 
-            lc_agent_buf_add(b, p, n);
+            lc_agent_buf_add(b, s, n);
         }
     }
 }
@@ -1041,18 +1013,15 @@ static void
 lc_agent_product_categories(lc_agent_conf_t *cf, lc_agent_buf_t *cats,
     const char *s, size_t len)
 {
-    const char          *p, *end, *nl;
+    size_t               n;
+    const char          *p, *end;
     const lc_product_t  *prod;
 
+    p = s;
     end = s + len;
 
-    for (p = s; p < end; p = nl + 1) {
-        nl = memchr(p, '\n', end - p);
-        if (nl == NULL) {
-            nl = end;
-        }
-
-        prod = lc_catalog_find(cf->catalog, p, nl - p);
+    while ((s = lc_list_next(&p, end, &n))) {
+        prod = lc_catalog_find(cf->catalog, s, n);
 
         if (prod && prod->category.len) {
             lc_agent_list_merge(cats, prod->category.data,
@@ -1073,29 +1042,24 @@ lc_agent_top(lc_agent_data_t *d, const char *cats, size_t len)
     char         field[LC_CATALOG_MAX_ID + 8];
     size_t       n, flen;
     long long    count, best;
-    const char  *p, *end, *nl, *s;
+    const char  *p, *end, *c, *s;
 
     best = -1;
+    p = cats;
     end = cats + len;
 
-    for (p = cats; p < end; p = nl + 1) {
-        nl = memchr(p, '\n', end - p);
-        if (nl == NULL) {
-            nl = end;
-        }
-
-        n = nl - p;
-        if (n == 0 || n > LC_CATALOG_MAX_ID) {
+    while ((c = lc_list_next(&p, end, &n))) {
+        if (n > LC_CATALOG_MAX_ID) {
             continue;
         }
 
-        snprintf(field, sizeof(field), "c:%.*s", (int) n, p);
+        snprintf(field, sizeof(field), "c:%.*s", (int) n, c);
         s = lc_agent_field(d->profile, field, &flen);
         count = strtoll(s, NULL, 10);
 
         if (count > best) {
             best = count;
-            d->top_category = p;
+            d->top_category = c;
             d->top_len = n;
         }
     }

@@ -9,6 +9,9 @@
 #define _LIFECYCLE_KEYS_H_INCLUDED_
 
 
+#include <string.h>
+
+
 /* 128-bit visitor id as lowercase hex */
 #define LC_VID_LEN            32
 
@@ -105,6 +108,37 @@ lc_shard_prefix(unsigned char *p, unsigned shard)
     *p++ = '}'; *p++ = ':';
 
     return p;
+}
+
+
+/*
+ * The lists kept in profile and session fields ("r", "s.p", "s.c", "p",
+ * "c"): ids separated by "\n", newest first, possibly with a "\n" at
+ * either end. Returns the next id at or after *p and moves *p past it;
+ * NULL when there is none before "end".
+ */
+static inline const char *
+lc_list_next(const char **p, const char *end, size_t *len)
+{
+    const char  *s, *nl;
+
+    while (*p < end) {
+        s = *p;
+        nl = memchr(s, '\n', end - s);
+
+        if (nl == NULL) {
+            nl = end;
+        }
+
+        *p = (nl < end) ? nl + 1 : end;
+
+        if (nl > s) {
+            *len = nl - s;
+            return s;
+        }
+    }
+
+    return NULL;
 }
 
 

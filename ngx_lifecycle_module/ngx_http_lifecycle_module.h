@@ -328,7 +328,7 @@ typedef struct {
     uint32_t                    start;
     uint32_t                    end;
     uint32_t                    type;          /* the filter's marker kind */
-    uint32_t                    name_len;      /* a slot's, after "<!--lc:slot " */
+    uint32_t                    name_len;      /* of a slot's name */
 } ngx_http_lifecycle_mark_t;
 
 

@@ -1138,33 +1138,27 @@ static ngx_int_t
 ngx_http_lifecycle_profile_recent(ngx_http_request_t *r,
     ngx_http_lifecycle_profile_t *p, redisReply *value)
 {
-    u_char     *s, *last, *nl;
-    ngx_str_t  *id, copy;
+    size_t       len;
+    ngx_str_t   *id, copy;
+    const char  *s, *last, *item;
 
     if (ngx_http_lifecycle_profile_string(r, &copy, value) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    s = copy.data;
-    last = copy.data + copy.len;
+    s = (const char *) copy.data;
+    last = s + copy.len;
 
-    while (s < last && p->recent.nelts < LC_RECENT_MAX) {
-        nl = ngx_strlchr(s, last, '\n');
-        if (nl == NULL) {
-            nl = last;
+    while (p->recent.nelts < LC_RECENT_MAX
+           && (item = lc_list_next(&s, last, &len)))
+    {
+        id = ngx_array_push(&p->recent);
+        if (id == NULL) {
+            return NGX_ERROR;
         }
 
-        if (nl > s) {
-            id = ngx_array_push(&p->recent);
-            if (id == NULL) {
-                return NGX_ERROR;
-            }
-
-            id->data = s;
-            id->len = nl - s;
-        }
-
-        s = nl + 1;
+        id->data = (u_char *) item;
+        id->len = len;
     }
 
     return NGX_OK;
