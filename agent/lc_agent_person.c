@@ -179,6 +179,32 @@ lc_agent_person_of(lc_agent_t *ag, const char *email, char *pid)
 }
 
 
+/*
+ * The person a command (forget, export) names by address: 0 when found,
+ * else the command's exit status, the reason said on stderr.
+ */
+
+static int
+lc_agent_person_named(lc_agent_t *ag, const char *email, char *pid)
+{
+    int  rc;
+
+    rc = lc_agent_person_of(ag, email, pid);
+
+    if (rc == -2) {
+        fprintf(stderr, "lifecycle-agent: not an e-mail address\n");
+        return 2;
+    }
+
+    if (rc == 0) {
+        fprintf(stderr, "lifecycle-agent: no person has this address\n");
+        return 1;
+    }
+
+    return rc < 0 ? 3 : 0;
+}
+
+
 /* a copy of a sorted set into another slot's: member by member */
 
 static int
@@ -870,19 +896,10 @@ lc_agent_forget(lc_agent_t *ag, const char *email)
         LC_KEY_PERSON_COOLDOWN, NULL
     };
 
-    rc = lc_agent_person_of(ag, email, pid);
+    rc = lc_agent_person_named(ag, email, pid);
 
-    if (rc == -2) {
-        fprintf(stderr, "lifecycle-agent: not an e-mail address\n");
-        return 2;
-    }
-
-    if (rc <= 0) {
-        if (rc == 0) {
-            fprintf(stderr, "lifecycle-agent: no person has this address\n");
-        }
-
-        return rc == 0 ? 1 : 3;
+    if (rc != 0) {
+        return rc;
     }
 
     keys = 0;
@@ -1131,19 +1148,10 @@ lc_agent_export(lc_agent_t *ag, const char *email)
     lc_agent_key_t  k;
     char            pid[LC_PERSON_ID_LEN + 1];
 
-    rc = lc_agent_person_of(ag, email, pid);
+    rc = lc_agent_person_named(ag, email, pid);
 
-    if (rc == -2) {
-        fprintf(stderr, "lifecycle-agent: not an e-mail address\n");
-        return 2;
-    }
-
-    if (rc <= 0) {
-        if (rc == 0) {
-            fprintf(stderr, "lifecycle-agent: no person has this address\n");
-        }
-
-        return rc == 0 ? 1 : 3;
+    if (rc != 0) {
+        return rc;
     }
 
     lc_agent_person_key(&k, pid, "");

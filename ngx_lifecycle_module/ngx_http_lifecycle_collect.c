@@ -1367,7 +1367,7 @@ ngx_http_lifecycle_collect_check(ngx_http_request_t *r,
  * An opt-in is accepted from pages of this site only. Browsers say so
  * with Sec-Fetch-Site (it decides when present: behind a proxy that
  * ends TLS the scheme nginx sees is not the page's); older ones send
- * Origin, which must then be this request's own scheme://host[:port].
+ * Origin, which must then be this request's own scheme, host and port.
  */
 
 static ngx_uint_t
