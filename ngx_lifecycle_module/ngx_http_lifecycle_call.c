@@ -103,7 +103,13 @@ ngx_http_lifecycle_call_send(ngx_http_lifecycle_call_t *call)
                                    ngx_http_lifecycle_call_reply, call,
                                    call->argc, call->argv, call->argvlen);
 
-    return call->pending ? NGX_OK : NGX_DECLINED;
+    if (call->pending == NULL) {
+        return NGX_DECLINED;
+    }
+
+    ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_ROUNDTRIPS);
+
+    return NGX_OK;
 }
 
 

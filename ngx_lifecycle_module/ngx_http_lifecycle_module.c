@@ -403,10 +403,7 @@ ngx_http_lifecycle_wake_handler(ngx_event_t *ev)
     if (ev->timedout) {
         ev->timedout = 0;
 
-        if (ctx->pending) {
-            ctx->pending->data = NULL;
-            ctx->pending = NULL;
-        }
+        ngx_http_lifecycle_profile_detach(ctx);
 
         ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_PROFILE_TIMEOUTS);
         ngx_http_lifecycle_redis_timed_out();
@@ -433,10 +430,7 @@ ngx_http_lifecycle_cleanup(void *data)
 {
     ngx_http_lifecycle_ctx_t  *ctx = data;
 
-    if (ctx->pending) {
-        ctx->pending->data = NULL;
-        ctx->pending = NULL;
-    }
+    ngx_http_lifecycle_profile_detach(ctx);
 
     if (ctx->wake.timer_set) {
         ngx_del_timer(&ctx->wake);

@@ -24,22 +24,38 @@
 #define NGX_HTTP_LIFECYCLE_OWN_FIELDS  11
 
 
+/* a visitor's arguments, after the call's "now" and "day" */
 enum {
-    NGX_HTTP_LIFECYCLE_ARG_CMD = 0,
-    NGX_HTTP_LIFECYCLE_ARG_SCRIPT,
-    NGX_HTTP_LIFECYCLE_ARG_NKEYS,
-    NGX_HTTP_LIFECYCLE_ARG_KEY,
-    NGX_HTTP_LIFECYCLE_ARG_NOW,
-    NGX_HTTP_LIFECYCLE_ARG_CUTOFF,
+    NGX_HTTP_LIFECYCLE_ARG_CUTOFF = 0,
     NGX_HTTP_LIFECYCLE_ARG_TYPE,
     NGX_HTTP_LIFECYCLE_ARG_ID,
     NGX_HTTP_LIFECYCLE_ARG_CATEGORY,
     NGX_HTTP_LIFECYCLE_ARG_OPTIONS,
-    NGX_HTTP_LIFECYCLE_ARG_DAY,
-    NGX_HTTP_LIFECYCLE_ARG_GROUP,
-    NGX_HTTP_LIFECYCLE_ARG_COUNTRY,
-    NGX_HTTP_LIFECYCLE_ARG_CITY,
     NGX_HTTP_LIFECYCLE_NARGS
+};
+
+
+/* a batch's arguments and its argv fit in one block of its pool */
+#define NGX_HTTP_LIFECYCLE_BATCH_POOL  2048
+
+
+/*
+ * The views one script call records. Its pool holds copies of the
+ * arguments, for a request can go away before the call is sent or
+ * answered (its view is recorded all the same), until the answer: on
+ * NOSCRIPT the call is sent again with the script's text.
+ */
+struct ngx_http_lifecycle_batch_s {
+    ngx_pool_t                 *pool;
+    ngx_uint_t                  n;
+    ngx_http_lifecycle_ctx_t   *ctx[NGX_HTTP_LIFECYCLE_BATCH]; /* NULL: gone */
+    ngx_str_t                   key[NGX_HTTP_LIFECYCLE_BATCH];
+    ngx_str_t                   args[NGX_HTTP_LIFECYCLE_BATCH]
+                                    [NGX_HTTP_LIFECYCLE_NARGS];
+    const char                **argv;
+    size_t                     *argvlen;
+    int                         argc;
+    unsigned                    retried:1;
 };
 
 
@@ -48,21 +64,32 @@ enum {
  * and the profile fields the configuration reads are written into it
  * (@NAME@ below), so a call carries only what the request knows.
  *
- * KEYS[1] the profile "lc:{hh}:v:VID"; the other keys are named from it
- * ("lc:{hh}:" is its first 8 bytes, VID what follows "v:") and share its
- * slot.
- * ARGV: now(ms) session_cutoff(ms) type id category options day(ms)
- *       [group country city]; times are 13 digits, so that they compare
+ * One call records the views of several requests, the ones queued in
+ * the same turn of the event loop (up to NGX_HTTP_LIFECYCLE_BATCH): the
+ * cost of a call to Redis's Lua, about a fifth of a view's, is paid
+ * once for them. Each visitor's part runs in a pcall(), so one that
+ * fails (a key of the wrong type, say) fails alone.
+ *
+ * KEYS: the profiles "lc:{hh}:v:VID", one a visitor; the other keys are
+ * named from it ("lc:{hh}:" is its first 8 bytes, VID what follows "v:")
+ * and share its slot.
+ * ARGV: now(ms) day(ms), then for each visitor: session_cutoff(ms) type
+ *       id category options; times are 13 digits, so that they compare
  *       as strings (no tonumber() a call): the session goes on when its
  *       last activity is after the cutoff (now less the session timeout),
  *       the TTLs are renewed at the first request since "day" (the start
  *       of the UTC day); options are letters: n a new visitor
  *       (cookie just issued), r answer the recent products, k answer the
  *       cart, t trim the shard's idle index and event stream (one request
- *       in 128: a shard's stream outgrows its bound by about 128 events).
- * Answer: { session, new_session(0|1), previous_activity(ms|0),
- *           the wanted fields in configuration order (after this
- *           request), [recent list], [HGETALL of the cart] }.
+ *       in 128: a shard's stream outgrows its bound by about 128 events),
+ *       then "\ngroup\ncountry\ncity" when the request knows one of them.
+ * Answer: one string a visitor, its parts separated by "\0" (no value
+ *         holds a control character): session, new_session(0|1),
+ *         previous_activity(ms|0), the wanted fields in configuration
+ *         order (after this request; "" for none), [the recent list],
+ *         [the cart's product and quantity pairs]; one string instead of
+ *         an array is a fifth of the conversion's cost. An error reply
+ *         for a visitor whose part failed.
  *
  * The first request of a new visitor stores "visits" as 0: session 1,
  * until the cookie comes back; that request then gives the keys the
@@ -72,65 +99,16 @@ enum {
  * of the session's lists it reads the one it changes: the products for
  * a product view, the categories (of the category pages seen: those of
  * the products are the catalog's) for a category view.
- * Numbers go to Redis as string.format('%d') strings: a Lua number
- * given to redis.call is printed with "%.17g", which costs far more.
+ * Numbers go to Redis, and into the answer, as string.format('%d')
+ * strings: a Lua number is printed with "%.14g" or "%.17g", which costs
+ * far more.
  * Lists ("r", "s.p", "s.c") are "\nid\nid\n", newest first, trimmed back
  * to their bound by one pattern once longer than 8 bytes an entry: the
  * bytes a list carries are what a view costs most, after the commands.
  */
 static char  ngx_http_lifecycle_script_template[] =
-"local v, now, typ, id, cat, o = KEYS[1], ARGV[1], ARGV[3], ARGV[4],\n"
-"  ARGV[5], ARGV[6]\n"
-"local grp, country, city = ARGV[8] or '', ARGV[9] or '', ARGV[10] or ''\n"
+"local now, day = ARGV[1], ARGV[2]\n"
 "local find, sub, fmt = string.find, string.sub, string.format\n"
-"local first = o ~= '' and find(o, 'n', 1, true)\n"
-"if typ == 'category' and id ~= '' then cat = id end\n"
-"local tf, pf, cf = 't:' .. typ, 'p:' .. id, 'c:' .. cat\n"
-"local sl = typ == 'category' and 's.c' or 's.p'\n"
-"local g\n"
-"if first then\n"
-"  g = {@FALSES@}\n"
-"else\n"
-"  g = redis.call('HMGET', v, 'visits', 'last', 'views', tf, pf, cf,\n"
-"    'topn', 'r', sl, 'cart', 'purchases'@FIELDS@)\n"
-"end\n"
-"local sess = tonumber(g[1]) or 0\n"
-"local last = g[2] or '0'\n"
-"local ns, refresh, topc = 0, false, nil\n"
-"local pre, vid = sub(v, 1, 8), sub(v, 11)\n"
-"local h = {'HSET', v, 'last', now@SLOTS@}\n"
-"local n = 4\n"
-"local back = g[1] == '0'\n"
-"if back then sess = 1 end\n"
-"if sess == 0 or last < ARGV[2] then\n"
-"  if sess > 0 then\n"
-"    local s = redis.call('HMGET', v, 's.start', 's.v0', 's.cart_adds',\n"
-"      's.purchase', 's.p', 's.c')\n"
-"    local old = pre .. 's:' .. vid .. ':' .. g[1]\n"
-"    redis.call('HSET', old, 'start', s[1] or g[2], 'last', g[2],\n"
-"      'views', fmt('%d', (tonumber(g[3]) or 0) - (tonumber(s[2]) or 0)),\n"
-"      'p', s[5] or '', 'c', s[6] or '', 'cart_adds', s[3] or '0',\n"
-"      'purchase', s[4] or '')\n"
-"    redis.call('EXPIRE', old, @TTL@)\n"
-"  end\n"
-"  sess = sess + 1\n"
-"  ns = 1\n"
-"  g[9] = false\n"
-"  h[5], h[6], h[7], h[8] = 'visits', first and '0' or fmt('%d', sess),\n"
-"    's.start', now\n"
-"  h[9], h[10], h[11], h[12] = 's.v0', g[3] or '0', 's.cart_adds', '0'\n"
-"  h[13], h[14], h[15], h[16] = 's.purchase', '', 's.p', ''\n"
-"  h[17], h[18] = 's.c', ''\n"
-"  n = 18\n"
-"  if sess == 1 then h[19], h[20] = 'first', now; n = 20 end\n"
-"  refresh = not first\n"
-"elseif back then\n"
-"  h[5], h[6] = 'visits', '1'\n"
-"  n = 6\n"
-"  refresh = true\n"
-"elseif last < ARGV[7] then\n"
-"  refresh = true\n"
-"end\n"
 "local function push(l, x, trim, max)\n"
 "  if not l or l == '' then return '\\n' .. x .. '\\n' end\n"
 "  local i = find(l, '\\n' .. x .. '\\n', 1, true)\n"
@@ -143,21 +121,78 @@ static char  ngx_http_lifecycle_script_template[] =
 "  if #l > max then l = string.match(l, trim) or l end\n"
 "  return l\n"
 "end\n"
+"local function one(v, cut, typ, id, cat, o)\n"
+"local grp, country, city, first = '', '', '', false\n"
+"if o ~= '' then\n"
+"  local x = find(o, '\\n', 1, true)\n"
+"  if x then\n"
+"    grp, country, city = string.match(o, '^\\n([^\\n]*)\\n([^\\n]*)\\n(.*)',\n"
+"      x)\n"
+"    o = sub(o, 1, x - 1)\n"
+"  end\n"
+"  first = find(o, 'n', 1, true)\n"
+"end\n"
+"if typ == 'category' and id ~= '' then cat = id end\n"
+"local tf, pf, cf = 't:' .. typ, 'p:' .. id, 'c:' .. cat\n"
+"local sl = typ == 'category' and 's.c' or 's.p'\n"
+"local g\n"
+"if first then\n"
+"  g = {@FALSES@}\n"
+"else\n"
+"  g = redis.call('HMGET', v, 'visits', 'last', 'views', tf, pf, cf,\n"
+"    'topn', 'r', sl, 'cart', 'purchases'@FIELDS@)\n"
+"end\n"
+"local ss, last, ns = g[1], g[2] or '0', '0'\n"
+"local refresh, topc = false, nil\n"
+"local pre, vid = sub(v, 1, 8), sub(v, 11)\n"
+"local h = {'HSET', v, 'last', now@SLOTS@}\n"
+"local n = 4\n"
+"local back = ss == '0'\n"
+"if back then ss = '1' end\n"
+"if not ss or last < cut then\n"
+"  local sn = tonumber(ss) or 0\n"
+"  if sn > 0 then\n"
+"    local s = redis.call('HMGET', v, 's.start', 's.v0', 's.cart_adds',\n"
+"      's.purchase', 's.p', 's.c')\n"
+"    local old = pre .. 's:' .. vid .. ':' .. ss\n"
+"    redis.call('HSET', old, 'start', s[1] or g[2], 'last', g[2],\n"
+"      'views', fmt('%d', (tonumber(g[3]) or 0) - (tonumber(s[2]) or 0)),\n"
+"      'p', s[5] or '', 'c', s[6] or '', 'cart_adds', s[3] or '0',\n"
+"      'purchase', s[4] or '')\n"
+"    redis.call('EXPIRE', old, @TTL@)\n"
+"  end\n"
+"  sn = sn + 1\n"
+"  ss = fmt('%d', sn)\n"
+"  ns = '1'\n"
+"  g[9] = false\n"
+"  h[5], h[6], h[7], h[8] = 'visits', first and '0' or ss, 's.start', now\n"
+"  h[9], h[10], h[11], h[12] = 's.v0', g[3] or '0', 's.cart_adds', '0'\n"
+"  h[13], h[14], h[15], h[16] = 's.purchase', '', 's.p', ''\n"
+"  h[17], h[18] = 's.c', ''\n"
+"  n = 18\n"
+"  if sn == 1 then h[19], h[20] = 'first', now; n = 20 end\n"
+"  refresh = not first\n"
+"elseif back then\n"
+"  h[5], h[6] = 'visits', '1'\n"
+"  n = 6\n"
+"  refresh = true\n"
+"elseif last < day then\n"
+"  refresh = true\n"
+"end\n"
 "if typ ~= '' then\n"
-"  g[3] = (tonumber(g[3]) or 0) + 1\n"
-"  g[4] = (tonumber(g[4]) or 0) + 1\n"
-"  h[n + 1], h[n + 2] = 'views', fmt('%d', g[3]); n = n + 2\n"
-"  h[n + 1], h[n + 2] = tf, fmt('%d', g[4]); n = n + 2\n"
+"  g[3] = fmt('%d', (tonumber(g[3]) or 0) + 1)\n"
+"  g[4] = fmt('%d', (tonumber(g[4]) or 0) + 1)\n"
+"  h[n + 1], h[n + 2] = 'views', g[3]; n = n + 2\n"
+"  h[n + 1], h[n + 2] = tf, g[4]; n = n + 2\n"
 "  local ev = {'XADD', pre .. '" LC_KEY_EVENTS "', '*',\n"
-"    'type', typ, 'vid', vid, 'sess', ns == 0 and not back and g[1]\n"
-"    or fmt('%d', sess),\n"
+"    'type', typ, 'vid', vid, 'sess', ss,\n"
 "    false, false, false, false, false, false, false, false, false, false}\n"
 "  local e = 9\n"
 "  if id ~= '' then ev[e + 1], ev[e + 2] = 'id', id; e = e + 2 end\n"
 "  if typ == 'product' and id ~= '' then\n"
-"    g[5] = (tonumber(g[5]) or 0) + 1\n"
+"    g[5] = fmt('%d', (tonumber(g[5]) or 0) + 1)\n"
 "    g[8] = push(g[8], id, '@RECENT_TRIM@', @RECENT_BYTES@)\n"
-"    h[n + 1], h[n + 2] = pf, fmt('%d', g[5]); n = n + 2\n"
+"    h[n + 1], h[n + 2] = pf, g[5]; n = n + 2\n"
 "    h[n + 1], h[n + 2] = 'r', g[8]; n = n + 2\n"
 "    local sp = push(g[9], id, '@SESSION_TRIM@', @SESSION_BYTES@)\n"
 "    h[n + 1], h[n + 2] = 's.p', sp; n = n + 2\n"
@@ -172,20 +207,20 @@ static char  ngx_http_lifecycle_script_template[] =
 "    redis.call('HINCRBY', cart, id, 1)\n"
 "    redis.call('EXPIRE', cart, first and @FIRST_TTL@ or @TTL@)\n"
 "    redis.call('HINCRBY', v, 's.cart_adds', 1)\n"
-"    g[10] = (tonumber(g[10]) or 0) + 1\n"
-"    h[n + 1], h[n + 2] = 'cart', fmt('%d', g[10]); n = n + 2\n"
+"    g[10] = fmt('%d', (tonumber(g[10]) or 0) + 1)\n"
+"    h[n + 1], h[n + 2] = 'cart', g[10]; n = n + 2\n"
 "  elseif typ == 'cart_remove' and id ~= '' then\n"
 "    local cart = v .. '" LC_KEY_CART "'\n"
 "    local q = tonumber(redis.call('HGET', cart, id))\n"
 "    if q then\n"
 "      redis.call('HDEL', cart, id)\n"
-"      g[10] = math.max((tonumber(g[10]) or 0) - q, 0)\n"
-"      h[n + 1], h[n + 2] = 'cart', fmt('%d', g[10]); n = n + 2\n"
+"      g[10] = fmt('%d', math.max((tonumber(g[10]) or 0) - q, 0))\n"
+"      h[n + 1], h[n + 2] = 'cart', g[10]; n = n + 2\n"
 "    end\n"
 "  elseif typ == 'purchase' then\n"
-"    g[11] = (tonumber(g[11]) or 0) + 1\n"
-"    g[10] = 0\n"
-"    h[n + 1], h[n + 2] = 'purchases', fmt('%d', g[11]); n = n + 2\n"
+"    g[11] = fmt('%d', (tonumber(g[11]) or 0) + 1)\n"
+"    g[10] = '0'\n"
+"    h[n + 1], h[n + 2] = 'purchases', g[11]; n = n + 2\n"
 "    h[n + 1], h[n + 2] = 'cart', '0'; n = n + 2\n"
 "    h[n + 1], h[n + 2] = 'last_purchase', now; n = n + 2\n"
 "    h[n + 1], h[n + 2] = 'last_order', id; n = n + 2\n"
@@ -203,21 +238,21 @@ static char  ngx_http_lifecycle_script_template[] =
 "    if typ ~= 'category' then\n"
 "      ev[e + 1], ev[e + 2] = 'cat', cat; e = e + 2\n"
 "    end\n"
-"    g[6] = (tonumber(g[6]) or 0) + 1\n"
-"    local cn = fmt('%d', g[6])\n"
-"    h[n + 1], h[n + 2] = cf, cn; n = n + 2\n"
+"    local cn = (tonumber(g[6]) or 0) + 1\n"
+"    g[6] = fmt('%d', cn)\n"
+"    h[n + 1], h[n + 2] = cf, g[6]; n = n + 2\n"
 "    if typ == 'category' then\n"
 "      local sc = push(g[9], cat, '@SESSION_TRIM@', @SESSION_BYTES@)\n"
 "      h[n + 1], h[n + 2] = 's.c', sc; n = n + 2\n"
 "    end\n"
-"    if g[6] > (tonumber(g[7]) or 0) then\n"
+"    if cn > (tonumber(g[7]) or 0) then\n"
 "      topc = cat\n"
 "      h[n + 1], h[n + 2] = 'topc', cat; n = n + 2\n"
-"      h[n + 1], h[n + 2] = 'topn', cn; n = n + 2\n"
+"      h[n + 1], h[n + 2] = 'topn', g[6]; n = n + 2\n"
 "    end\n"
 "  end\n"
 "  if first then ev[e + 1], ev[e + 2] = 'new', '1'; e = e + 2 end\n"
-"  if ns == 1 then ev[e + 1], ev[e + 2] = 'ns', '1'; e = e + 2 end\n"
+"  if ns == '1' then ev[e + 1], ev[e + 2] = 'ns', '1'; e = e + 2 end\n"
 "  if grp ~= '' then ev[e + 1], ev[e + 2] = 'grp', grp; e = e + 2 end\n"
 "  redis.call(unpack(ev, 1, e))\n"
 "end\n"
@@ -232,9 +267,9 @@ static char  ngx_http_lifecycle_script_template[] =
 "  redis.call('EXPIRE', v .. '" LC_KEY_SEARCHES "', @TTL@)\n"
 "  redis.call('EXPIRE', v .. '" LC_KEY_CART "', @TTL@)\n"
 "  redis.call('EXPIRE', v .. '" LC_KEY_ORDERS "', @TTL@)\n"
-"  redis.call('ZADD', pre .. '" LC_KEY_IDLE "', now, vid .. ':' .. sess)\n"
+"  redis.call('ZADD', pre .. '" LC_KEY_IDLE "', now, vid .. ':' .. ss)\n"
 "end\n"
-"local a = {sess, ns, last@ANSWER@}\n"
+"local a = ss .. '\\0' .. ns .. '\\0' .. last@ANSWER@\n"
 "if o ~= '' then\n"
 "  if find(o, 't', 1, true) then\n"
 "    redis.call('ZREMRANGEBYSCORE', pre .. '" LC_KEY_IDLE "', '-inf',\n"
@@ -242,12 +277,23 @@ static char  ngx_http_lifecycle_script_template[] =
 "    redis.call('XTRIM', pre .. '" LC_KEY_EVENTS "', 'MAXLEN', '~', "
                 NGX_HTTP_LIFECYCLE_STR(LC_STREAM_MAXLEN) ")\n"
 "  end\n"
-"  if find(o, 'r', 1, true) then a[#a + 1] = g[8] or '' end\n"
+"  if find(o, 'r', 1, true) then a = a .. '\\0' .. (g[8] or '') end\n"
 "  if find(o, 'k', 1, true) then\n"
-"    a[#a + 1] = redis.call('HGETALL', v .. '" LC_KEY_CART "')\n"
+"    local c = redis.call('HGETALL', v .. '" LC_KEY_CART "')\n"
+"    if #c > 0 then a = a .. '\\0' .. table.concat(c, '\\0') end\n"
 "  end\n"
 "end\n"
-"return a\n";
+"return a\n"
+"end\n"
+"local out, k = {}, 3\n"
+"for i = 1, #KEYS do\n"
+"  local ok, a = pcall(one, KEYS[i], ARGV[k], ARGV[k + 1], ARGV[k + 2],\n"
+"    ARGV[k + 3], ARGV[k + 4])\n"
+"  if not ok and type(a) ~= 'table' then a = {err = tostring(a)} end\n"
+"  out[i] = a\n"
+"  k = k + 5\n"
+"end\n"
+"return out\n";
 
 
 static ngx_int_t ngx_http_lifecycle_profile_piece(ngx_conf_t *cf,
@@ -255,20 +301,40 @@ static ngx_int_t ngx_http_lifecycle_profile_piece(ngx_conf_t *cf,
 static u_char *ngx_http_lifecycle_lua_string(u_char *p, ngx_str_t *s);
 static ngx_str_t *ngx_http_lifecycle_repeat(ngx_conf_t *cf, char *first,
     char *each, ngx_uint_t n, char *last);
+static ngx_http_lifecycle_batch_t *ngx_http_lifecycle_batch_create(void);
+static void ngx_http_lifecycle_batch_handler(ngx_event_t *ev);
+static void ngx_http_lifecycle_batch_send(ngx_http_lifecycle_batch_t *b);
+static void ngx_http_lifecycle_batch_call(ngx_http_lifecycle_batch_t *b);
+static void ngx_http_lifecycle_batch_split(ngx_http_lifecycle_batch_t *b);
+static ngx_int_t ngx_http_lifecycle_copy_str(ngx_pool_t *pool, ngx_str_t *to,
+    ngx_str_t *from);
+static void ngx_http_lifecycle_batch_done(ngx_http_lifecycle_batch_t *b);
+static void ngx_http_lifecycle_profile_wake(ngx_http_lifecycle_ctx_t *ctx);
+static void ngx_http_lifecycle_profile_failed(ngx_http_lifecycle_ctx_t *ctx,
+    const char *why, size_t len);
 static void ngx_http_lifecycle_profile_reply(void *data, void *reply);
+static ngx_int_t ngx_http_lifecycle_profile_answer(
+    ngx_http_lifecycle_ctx_t *ctx, u_char *s, size_t len);
 static ngx_http_lifecycle_profile_t *ngx_http_lifecycle_profile_parse(
-    ngx_http_request_t *r, redisReply *rr);
-static ngx_int_t ngx_http_lifecycle_profile_send(ngx_http_request_t *r,
-    ngx_http_lifecycle_ctx_t *ctx);
+    ngx_http_request_t *r, ngx_http_lifecycle_ctx_t *ctx, ngx_str_t *part,
+    ngx_uint_t n);
 static ngx_int_t ngx_http_lifecycle_profile_field(ngx_http_request_t *r,
-    ngx_http_lifecycle_profile_t *p, ngx_str_t *f, redisReply *v);
+    ngx_http_lifecycle_profile_t *p, ngx_str_t *f, ngx_str_t *v);
 static ngx_int_t ngx_http_lifecycle_profile_popup(ngx_http_request_t *r,
-    ngx_array_t *popups, ngx_str_t *field, redisReply *value);
+    ngx_array_t *popups, ngx_str_t *field, ngx_str_t *value);
 static ngx_int_t ngx_http_lifecycle_profile_recent(ngx_http_request_t *r,
-    ngx_http_lifecycle_profile_t *p, redisReply *value);
+    ngx_http_lifecycle_profile_t *p, ngx_str_t *value);
 
 
 static ngx_uint_t  ngx_http_lifecycle_requests;
+
+/* the batch the requests of this turn join, sent at its end if not full */
+static ngx_http_lifecycle_batch_t  *ngx_http_lifecycle_open_batch;
+static ngx_event_t                  ngx_http_lifecycle_batch_event;
+
+/* 1 once Redis turned out to be a cluster node (CROSSSLOT) */
+static ngx_uint_t                   ngx_http_lifecycle_batch_max =
+                                        NGX_HTTP_LIFECYCLE_BATCH;
 
 
 /*
@@ -287,7 +353,7 @@ static ngx_http_lifecycle_answer_t  ngx_http_lifecycle_answers[] = {
     { ngx_string("views"), "g[3]", 0 },
     { ngx_string("cart"), "g[10]", 0 },
     { ngx_string("purchases"), "g[11]", 0 },
-    { ngx_string("visits"), "sess", 0 },
+    { ngx_string("visits"), "ss", 0 },
     { ngx_string("topc"), "topc or g[%ui]", 1 },
     { ngx_string("country"), "(country ~= '' and country) or g[%ui]", 1 },
     { ngx_string("city"), "(city ~= '' and city) or g[%ui]", 1 },
@@ -509,7 +575,7 @@ ngx_http_lifecycle_profile_piece(ngx_conf_t *cf, ngx_str_t *name,
     len = 0;
 
     for (i = 0; i < lmcf->wanted->nelts; i++) {
-        len += 2 * (2 + 4 * w[i].len) + 64;
+        len += 2 * (2 + 4 * w[i].len) + 96;
     }
 
     out->data = ngx_pnalloc(cf->pool, len);
@@ -537,8 +603,8 @@ ngx_http_lifecycle_profile_piece(ngx_conf_t *cf, ngx_str_t *name,
             continue;
         }
 
-        *p++ = ',';
-        *p++ = ' ';
+        /* the answer's parts: strings, "" for none */
+        p = ngx_cpymem(p, " .. '\\0' .. (", sizeof(" .. '\\0' .. (") - 1);
 
         if (a) {
             p = ngx_sprintf(p, a->expr, k);
@@ -557,6 +623,8 @@ ngx_http_lifecycle_profile_piece(ngx_conf_t *cf, ngx_str_t *name,
         } else {
             p = ngx_sprintf(p, "g[%ui]", k);
         }
+
+        p = ngx_cpymem(p, " or '')", sizeof(" or '')") - 1);
     }
 
     out->len = p - out->data;
@@ -644,56 +712,80 @@ ngx_int_t
 ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
     ngx_http_lifecycle_ctx_t *ctx)
 {
-    u_char                          *p, *numbers;
-    ngx_uint_t                       i, nargs;
+    u_char                          *p;
+    size_t                           len;
+    ngx_str_t                       *args, *group;
+    ngx_uint_t                       i, behind;
     ngx_msec_t                       now;
     ngx_time_t                      *tp;
-    ngx_str_t                        args[NGX_HTTP_LIFECYCLE_NARGS];
+    ngx_http_lifecycle_batch_t      *b;
     ngx_http_lifecycle_loc_conf_t   *llcf;
     ngx_http_lifecycle_srv_conf_t   *lscf;
-    ngx_http_lifecycle_main_conf_t  *lmcf;
+
+    if (!ngx_http_lifecycle_redis_ready(r->connection->log)) {
+        return NGX_DECLINED;
+    }
 
     lscf = ngx_http_get_module_srv_conf(r, ngx_http_lifecycle_module);
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_lifecycle_module);
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_lifecycle_module);
 
-    ngx_memzero(args, sizeof(args));
+    b = ngx_http_lifecycle_open_batch;
 
-    /* key, numbers and options: one allocation for the small strings */
-    numbers = ngx_pnalloc(r->pool, LC_PREFIX_LEN + sizeof("v:") - 1
-                                   + LC_VID_LEN + 3 * NGX_INT64_LEN + 4);
-    if (numbers == NULL) {
+    if (b == NULL) {
+        b = ngx_http_lifecycle_batch_create();
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_lifecycle_open_batch = b;
+        ngx_post_event(&ngx_http_lifecycle_batch_event, &ngx_posted_events);
+    }
+
+    i = b->n;
+    args = b->args[i];
+
+    group = lscf->holdout ? &ngx_http_lifecycle_groups[ctx->group] : NULL;
+
+    /* the batch keeps its own copies: the request may go first */
+
+    len = LC_PREFIX_LEN + sizeof("v:") - 1 + LC_VID_LEN + NGX_INT64_LEN
+          + ctx->view_id.len + ctx->view_category.len + sizeof("nrkt\n\n\n")
+          + (group ? group->len : 0) + ctx->country.len + ctx->city.len;
+
+    p = ngx_pnalloc(b->pool, len);
+    if (p == NULL) {
         return NGX_ERROR;
     }
 
-    tp = ngx_timeofday();
-    now = (ngx_msec_t) tp->sec * 1000 + tp->msec;
-
-    p = numbers;
-
-    args[NGX_HTTP_LIFECYCLE_ARG_KEY].data = p;
+    b->key[i].data = p;
     p = lc_shard_prefix(p, lc_shard(ctx->vid));
     *p++ = 'v';
     *p++ = ':';
     p = ngx_cpymem(p, ctx->vid, LC_VID_LEN);
-    args[NGX_HTTP_LIFECYCLE_ARG_KEY].len = p - numbers;
-
-    args[NGX_HTTP_LIFECYCLE_ARG_NOW].data = p;
-    p = ngx_sprintf(p, "%M", now);
-    args[NGX_HTTP_LIFECYCLE_ARG_NOW].len =
-                                   p - args[NGX_HTTP_LIFECYCLE_ARG_NOW].data;
+    b->key[i].len = p - b->key[i].data;
 
     /* 13 digits, as "last" is: the script compares them as strings */
+
+    tp = ngx_timeofday();
+    now = (ngx_msec_t) tp->sec * 1000 + tp->msec;
 
     args[NGX_HTTP_LIFECYCLE_ARG_CUTOFF].data = p;
     p = ngx_sprintf(p, "%013M", now - ngx_min(now, lscf->session_timeout));
     args[NGX_HTTP_LIFECYCLE_ARG_CUTOFF].len =
                                 p - args[NGX_HTTP_LIFECYCLE_ARG_CUTOFF].data;
 
-    args[NGX_HTTP_LIFECYCLE_ARG_DAY].data = p;
-    p = ngx_sprintf(p, "%013M", now - now % 86400000);
-    args[NGX_HTTP_LIFECYCLE_ARG_DAY].len =
-                                   p - args[NGX_HTTP_LIFECYCLE_ARG_DAY].data;
+    if (ctx->view) {
+        args[NGX_HTTP_LIFECYCLE_ARG_TYPE] =
+                               ngx_http_lifecycle_view_types[ctx->view->type];
+
+        args[NGX_HTTP_LIFECYCLE_ARG_ID].data = p;
+        p = ngx_cpymem(p, ctx->view_id.data, ctx->view_id.len);
+        args[NGX_HTTP_LIFECYCLE_ARG_ID].len = ctx->view_id.len;
+
+        args[NGX_HTTP_LIFECYCLE_ARG_CATEGORY].data = p;
+        p = ngx_cpymem(p, ctx->view_category.data, ctx->view_category.len);
+        args[NGX_HTTP_LIFECYCLE_ARG_CATEGORY].len = ctx->view_category.len;
+    }
 
     /* options; the recent products and the cart only for templates */
 
@@ -722,52 +814,23 @@ ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
         *p++ = 't';
     }
 
-    args[NGX_HTTP_LIFECYCLE_ARG_OPTIONS].len =
-                              p - args[NGX_HTTP_LIFECYCLE_ARG_OPTIONS].data;
-
-    ngx_str_set(&args[NGX_HTTP_LIFECYCLE_ARG_CMD], "EVALSHA");
-    args[NGX_HTTP_LIFECYCLE_ARG_SCRIPT].data = lmcf->script_sha;
-    args[NGX_HTTP_LIFECYCLE_ARG_SCRIPT].len = sizeof(lmcf->script_sha);
-    ngx_str_set(&args[NGX_HTTP_LIFECYCLE_ARG_NKEYS], "1");
-
-    if (ctx->view) {
-        args[NGX_HTTP_LIFECYCLE_ARG_TYPE] =
-                               ngx_http_lifecycle_view_types[ctx->view->type];
-        args[NGX_HTTP_LIFECYCLE_ARG_ID] = ctx->view_id;
-        args[NGX_HTTP_LIFECYCLE_ARG_CATEGORY] = ctx->view_category;
-    }
-
     /* the group, the country and the city only when one is known */
 
-    if (lscf->holdout) {
-        args[NGX_HTTP_LIFECYCLE_ARG_GROUP] =
-                                       ngx_http_lifecycle_groups[ctx->group];
+    if (group || ctx->country.len || ctx->city.len) {
+        *p++ = '\n';
+
+        if (group) {
+            p = ngx_cpymem(p, group->data, group->len);
+        }
+
+        *p++ = '\n';
+        p = ngx_cpymem(p, ctx->country.data, ctx->country.len);
+        *p++ = '\n';
+        p = ngx_cpymem(p, ctx->city.data, ctx->city.len);
     }
 
-    args[NGX_HTTP_LIFECYCLE_ARG_COUNTRY] = ctx->country;
-    args[NGX_HTTP_LIFECYCLE_ARG_CITY] = ctx->city;
-
-    nargs = NGX_HTTP_LIFECYCLE_NARGS;
-
-    if (args[NGX_HTTP_LIFECYCLE_ARG_GROUP].len == 0
-        && ctx->country.len == 0 && ctx->city.len == 0)
-    {
-        nargs = NGX_HTTP_LIFECYCLE_ARG_GROUP;
-    }
-
-    ctx->argc = nargs;
-    ctx->argv = ngx_palloc(r->pool, nargs * (sizeof(char *) + sizeof(size_t)));
-    if (ctx->argv == NULL) {
-        return NGX_ERROR;
-    }
-
-    ctx->argvlen = (size_t *) (ctx->argv + nargs);
-
-    for (i = 0; i < nargs; i++) {
-        /* hiredis reads argvlen bytes: an empty string needs no buffer */
-        ctx->argv[i] = args[i].data ? (const char *) args[i].data : "";
-        ctx->argvlen[i] = args[i].len;
-    }
+    args[NGX_HTTP_LIFECYCLE_ARG_OPTIONS].len =
+                              p - args[NGX_HTTP_LIFECYCLE_ARG_OPTIONS].data;
 
     if (ctx->view) {
         ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_VIEWS
@@ -779,121 +842,281 @@ ngx_http_lifecycle_profile_request(ngx_http_request_t *r,
         }
     }
 
-    return ngx_http_lifecycle_profile_send(r, ctx);
-}
+    /* Redis behind: the view is recorded, nobody waits for the answer */
 
+    behind = ngx_http_lifecycle_redis_behind();
 
-static ngx_int_t
-ngx_http_lifecycle_profile_send(ngx_http_request_t *r,
-    ngx_http_lifecycle_ctx_t *ctx)
-{
-    ctx->pending = ngx_http_lifecycle_redis_command(r->connection->log,
-                                          ngx_http_lifecycle_profile_reply,
-                                          ctx, ctx->argc,
-                                          ctx->argv, ctx->argvlen);
+    b->ctx[i] = behind ? NULL : ctx;
+    b->n++;
 
-    /* Redis is not there: the page goes out with its default content */
-    if (ctx->pending == NULL) {
-        return NGX_DECLINED;
+    if (!behind) {
+        ctx->batch = b;
+        ctx->slot = i;
     }
 
-    if (ngx_http_lifecycle_redis_behind()) {
-        ctx->pending->data = NULL;
-        ctx->pending = NULL;
+    if (b->n >= ngx_http_lifecycle_batch_max) {
+        ngx_http_lifecycle_open_batch = NULL;
+        ngx_http_lifecycle_batch_send(b);
+        ngx_http_lifecycle_redis_flush();
+    }
 
+    if (behind) {
         ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_PROFILE_TIMEOUTS);
         return NGX_DECLINED;
     }
 
-    return NGX_AGAIN;
+    /* not there when the call could not be sent */
+    return ctx->batch ? NGX_AGAIN : NGX_DECLINED;
+}
+
+
+/* the request no longer waits: its view is recorded all the same */
+
+void
+ngx_http_lifecycle_profile_detach(ngx_http_lifecycle_ctx_t *ctx)
+{
+    if (ctx->batch) {
+        ctx->batch->ctx[ctx->slot] = NULL;
+        ctx->batch = NULL;
+    }
+}
+
+
+static ngx_http_lifecycle_batch_t *
+ngx_http_lifecycle_batch_create(void)
+{
+    ngx_pool_t                  *pool;
+    ngx_http_lifecycle_batch_t  *b;
+
+    pool = ngx_create_pool(NGX_HTTP_LIFECYCLE_BATCH_POOL, ngx_cycle->log);
+    if (pool == NULL) {
+        return NULL;
+    }
+
+    b = ngx_pcalloc(pool, sizeof(ngx_http_lifecycle_batch_t));
+    if (b == NULL) {
+        ngx_destroy_pool(pool);
+        return NULL;
+    }
+
+    b->pool = pool;
+
+    if (ngx_http_lifecycle_batch_event.handler == NULL) {
+        ngx_http_lifecycle_batch_event.handler =
+                                          ngx_http_lifecycle_batch_handler;
+        ngx_http_lifecycle_batch_event.log = ngx_cycle->log;
+    }
+
+    return b;
+}
+
+
+/* the end of the turn: the views queued in it leave */
+
+static void
+ngx_http_lifecycle_batch_handler(ngx_event_t *ev)
+{
+    ngx_http_lifecycle_batch_t  *b;
+
+    b = ngx_http_lifecycle_open_batch;
+
+    if (b) {
+        ngx_http_lifecycle_open_batch = NULL;
+        ngx_http_lifecycle_batch_send(b);
+    }
 }
 
 
 static void
-ngx_http_lifecycle_profile_reply(void *data, void *reply)
+ngx_http_lifecycle_batch_send(ngx_http_lifecycle_batch_t *b)
 {
-    ngx_http_lifecycle_ctx_t  *ctx = data;
-
-    size_t                           n;
-    redisReply                      *rr = reply;
-    ngx_str_t                       *script;
-    ngx_http_request_t              *r;
+    u_char                          *p;
+    ngx_str_t                       *a;
+    ngx_uint_t                       i, j, k;
+    ngx_msec_t                       now;
+    ngx_time_t                      *tp;
     ngx_http_lifecycle_main_conf_t  *lmcf;
 
-    ctx->pending = NULL;
-    r = ctx->request;
+    lmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_lifecycle_module);
 
-    if (rr == NULL) {
-        goto wake;
+    /* EVALSHA sha numkeys keys... now day, the visitors' arguments */
+
+    b->argc = 3 + b->n + 2 + b->n * NGX_HTTP_LIFECYCLE_NARGS;
+
+    b->argv = ngx_palloc(b->pool, b->argc * (sizeof(char *) + sizeof(size_t)));
+    p = ngx_pnalloc(b->pool, NGX_INT_T_LEN + 2 * NGX_INT64_LEN);
+
+    if (b->argv == NULL || p == NULL) {
+        ngx_http_lifecycle_batch_done(b);
+        return;
     }
 
-    if (rr->type == REDIS_REPLY_ERROR) {
+    b->argvlen = (size_t *) (b->argv + b->argc);
 
-        /* Redis restarted or SCRIPT FLUSH: EVAL sends and caches it */
-        if (!ctx->retried && rr->len >= 8
-            && ngx_strncmp(rr->str, "NOSCRIPT", 8) == 0)
+    b->argv[0] = "EVALSHA";
+    b->argvlen[0] = sizeof("EVALSHA") - 1;
+    b->argv[1] = (const char *) lmcf->script_sha;
+    b->argvlen[1] = sizeof(lmcf->script_sha);
+
+    k = 2;
+
+    b->argv[k] = (const char *) p;
+    p = ngx_sprintf(p, "%ui", b->n);
+    b->argvlen[k] = p - (u_char *) b->argv[k];
+    k++;
+
+    for (i = 0; i < b->n; i++, k++) {
+        b->argv[k] = (const char *) b->key[i].data;
+        b->argvlen[k] = b->key[i].len;
+    }
+
+    tp = ngx_timeofday();
+    now = (ngx_msec_t) tp->sec * 1000 + tp->msec;
+
+    b->argv[k] = (const char *) p;
+    p = ngx_sprintf(p, "%M", now);
+    b->argvlen[k] = p - (u_char *) b->argv[k];
+    k++;
+
+    b->argv[k] = (const char *) p;
+    p = ngx_sprintf(p, "%013M", now - now % 86400000);
+    b->argvlen[k] = p - (u_char *) b->argv[k];
+    k++;
+
+    for (i = 0; i < b->n; i++) {
+        a = b->args[i];
+
+        for (j = 0; j < NGX_HTTP_LIFECYCLE_NARGS; j++, k++) {
+            /* hiredis reads argvlen bytes: an empty string needs none */
+            b->argv[k] = a[j].data ? (const char *) a[j].data : "";
+            b->argvlen[k] = a[j].len;
+        }
+    }
+
+    ngx_http_lifecycle_batch_call(b);
+}
+
+
+static void
+ngx_http_lifecycle_batch_call(ngx_http_lifecycle_batch_t *b)
+{
+    if (ngx_http_lifecycle_redis_command(ngx_cycle->log,
+                                         ngx_http_lifecycle_profile_reply,
+                                         b, b->argc, b->argv, b->argvlen)
+        == NULL)
+    {
+        /* Redis is not there: the pages go out with their default content */
+        ngx_http_lifecycle_batch_done(b);
+        return;
+    }
+
+    ngx_http_lifecycle_stat_add(NGX_HTTP_LIFECYCLE_STAT_REDIS_ROUNDTRIPS,
+                                b->n);
+}
+
+
+/* each view of "b" in a call of its own */
+
+static void
+ngx_http_lifecycle_batch_split(ngx_http_lifecycle_batch_t *b)
+{
+    ngx_str_t                   *from, *to;
+    ngx_uint_t                   i, j;
+    ngx_http_lifecycle_ctx_t    *ctx;
+    ngx_http_lifecycle_batch_t  *one;
+
+    for (i = 0; i < b->n; i++) {
+        ctx = b->ctx[i];
+        b->ctx[i] = NULL;
+
+        one = ngx_http_lifecycle_batch_create();
+
+        if (one == NULL
+            || ngx_http_lifecycle_copy_str(one->pool, &one->key[0],
+                                           &b->key[i])
+               != NGX_OK)
         {
-            script = ngx_http_lifecycle_profile_script();
-
-            ctx->retried = 1;
-            ctx->argv[NGX_HTTP_LIFECYCLE_ARG_CMD] = "EVAL";
-            ctx->argvlen[NGX_HTTP_LIFECYCLE_ARG_CMD] = 4;
-            ctx->argv[NGX_HTTP_LIFECYCLE_ARG_SCRIPT] =
-                                                 (const char *) script->data;
-            ctx->argvlen[NGX_HTTP_LIFECYCLE_ARG_SCRIPT] = script->len;
-
-            if (ngx_http_lifecycle_profile_send(r, ctx) == NGX_AGAIN) {
-                return;
+            if (one) {
+                ngx_destroy_pool(one->pool);
             }
 
-            goto wake;
+            if (ctx) {
+                ctx->batch = NULL;
+                ngx_http_lifecycle_profile_wake(ctx);
+            }
+
+            continue;
         }
 
-        ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_ERRORS);
+        from = b->args[i];
+        to = one->args[0];
 
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "lifecycle: profile script failed: %*s",
-                      (size_t) rr->len, rr->str);
-        goto wake;
+        for (j = 0; j < NGX_HTTP_LIFECYCLE_NARGS; j++) {
+            if (from[j].len
+                && ngx_http_lifecycle_copy_str(one->pool, &to[j], &from[j])
+                   != NGX_OK)
+            {
+                break;
+            }
+        }
+
+        one->n = 1;
+        one->ctx[0] = ctx;
+        one->retried = b->retried;
+
+        if (ctx) {
+            ctx->batch = one;
+            ctx->slot = 0;
+        }
+
+        if (j < NGX_HTTP_LIFECYCLE_NARGS) {
+            ngx_http_lifecycle_batch_done(one);
+            continue;
+        }
+
+        ngx_http_lifecycle_batch_send(one);
     }
 
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_lifecycle_module);
+    ngx_destroy_pool(b->pool);
+    ngx_http_lifecycle_redis_flush();
+}
 
-    n = 3 + lmcf->wanted->nelts + ctx->recent + ctx->cart;
 
-    if (rr->type != REDIS_REPLY_ARRAY || rr->elements != n) {
-        goto unexpected;
+static ngx_int_t
+ngx_http_lifecycle_copy_str(ngx_pool_t *pool, ngx_str_t *to, ngx_str_t *from)
+{
+    to->data = ngx_pstrdup(pool, from);
+    to->len = from->len;
+
+    return to->data ? NGX_OK : NGX_ERROR;
+}
+
+
+/* the requests still waiting go on without an answer */
+
+static void
+ngx_http_lifecycle_batch_done(ngx_http_lifecycle_batch_t *b)
+{
+    ngx_uint_t                 i;
+    ngx_http_lifecycle_ctx_t  *ctx;
+
+    for (i = 0; i < b->n; i++) {
+        ctx = b->ctx[i];
+
+        if (ctx) {
+            ctx->batch = NULL;
+            ngx_http_lifecycle_profile_wake(ctx);
+        }
     }
 
-    if (rr->element[0]->type != REDIS_REPLY_INTEGER
-        || rr->element[1]->type != REDIS_REPLY_INTEGER
-        || rr->element[2]->type != REDIS_REPLY_STRING)
-    {
-        goto unexpected;
-    }
+    ngx_destroy_pool(b->pool);
+}
 
-    ctx->session = (ngx_uint_t) rr->element[0]->integer;
 
-    if (rr->element[1]->integer) {
-        ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_SESSIONS_NEW);
-        ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_GROUP_SESSIONS
-                                    + ctx->group);
-    }
-
-    /* the reply is freed when this returns: the profile is copied */
-    ctx->profile = ngx_http_lifecycle_profile_parse(r, rr);
-
-    goto wake;
-
-unexpected:
-
-    ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_ERRORS);
-
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  "lifecycle: unexpected reply from the profile script");
-
-wake:
-
+static void
+ngx_http_lifecycle_profile_wake(ngx_http_lifecycle_ctx_t *ctx)
+{
     if (!ctx->waiting) {
         return;
     }
@@ -906,22 +1129,197 @@ wake:
 }
 
 
-/* a count: the script answers numbers it changed, strings it read */
+static void
+ngx_http_lifecycle_profile_failed(ngx_http_lifecycle_ctx_t *ctx,
+    const char *why, size_t len)
+{
+    ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_ERRORS);
+
+    ngx_log_error(NGX_LOG_ERR, ctx->request->connection->log, 0,
+                  "lifecycle: %*s", len, why);
+}
+
+
+static void
+ngx_http_lifecycle_profile_reply(void *data, void *reply)
+{
+    ngx_http_lifecycle_batch_t  *b = data;
+
+    u_char                    *msg, *last;
+    ngx_str_t                 *script;
+    ngx_uint_t                 i;
+    redisReply                *rr = reply, *e;
+    ngx_http_lifecycle_ctx_t  *ctx;
+    u_char                     buf[NGX_MAX_ERROR_STR];
+
+    if (rr == NULL) {
+        goto done;
+    }
+
+    if (rr->type == REDIS_REPLY_ERROR) {
+
+        /* Redis restarted or SCRIPT FLUSH: EVAL sends and caches it */
+        if (!b->retried && rr->len >= 8
+            && ngx_strncmp(rr->str, "NOSCRIPT", 8) == 0)
+        {
+            script = ngx_http_lifecycle_profile_script();
+
+            b->retried = 1;
+            b->argv[0] = "EVAL";
+            b->argvlen[0] = sizeof("EVAL") - 1;
+            b->argv[1] = (const char *) script->data;
+            b->argvlen[1] = script->len;
+
+            ngx_http_lifecycle_batch_call(b);
+            return;
+        }
+
+        /*
+         * A Redis Cluster node takes the keys of one slot a call: each
+         * view goes again alone, and from now on every view does.
+         */
+        if (b->n > 1 && rr->len >= 9
+            && ngx_strncmp(rr->str, "CROSSSLOT", 9) == 0)
+        {
+            ngx_http_lifecycle_batch_max = 1;
+            ngx_http_lifecycle_batch_split(b);
+            return;
+        }
+
+        last = ngx_snprintf(buf, sizeof(buf), "profile script failed: %*s",
+                            (size_t) rr->len, rr->str);
+
+        for (i = 0; i < b->n; i++) {
+            if (b->ctx[i]) {
+                ngx_http_lifecycle_profile_failed(b->ctx[i], (char *) buf,
+                                                  last - buf);
+            }
+        }
+
+        goto done;
+    }
+
+    for (i = 0; i < b->n; i++) {
+        ctx = b->ctx[i];
+
+        if (ctx == NULL) {
+            continue;
+        }
+
+        b->ctx[i] = NULL;
+        ctx->batch = NULL;
+
+        e = (rr->type == REDIS_REPLY_ARRAY && rr->elements == b->n)
+            ? rr->element[i] : NULL;
+
+        if (e && e->type == REDIS_REPLY_ERROR) {
+            msg = ngx_snprintf(buf, sizeof(buf),
+                               "profile script failed: %*s",
+                               (size_t) e->len, e->str);
+            ngx_http_lifecycle_profile_failed(ctx, (char *) buf, msg - buf);
+
+        } else if (e == NULL || e->type != REDIS_REPLY_STRING
+                   || ngx_http_lifecycle_profile_answer(ctx, (u_char *) e->str,
+                                                        e->len)
+                      == NGX_DECLINED)
+        {
+            ngx_http_lifecycle_profile_failed(ctx,
+                                "unexpected reply from the profile script",
+                                sizeof("unexpected reply from the profile "
+                                       "script") - 1);
+        }
+
+        ngx_http_lifecycle_profile_wake(ctx);
+    }
+
+done:
+
+    ngx_http_lifecycle_batch_done(b);
+}
+
+
+/*
+ * A visitor's answer: its "\0"-separated parts. NGX_DECLINED when it
+ * does not have the parts asked for, NGX_ERROR when memory ran out (the
+ * page goes out with its default content either way).
+ */
+
+static ngx_int_t
+ngx_http_lifecycle_profile_answer(ngx_http_lifecycle_ctx_t *ctx, u_char *s,
+    size_t len)
+{
+    u_char                          *p, *last, *end;
+    ngx_int_t                        session;
+    ngx_str_t                       *part;
+    ngx_uint_t                       n, base;
+    ngx_http_request_t              *r;
+    ngx_http_lifecycle_main_conf_t  *lmcf;
+
+    r = ctx->request;
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_lifecycle_module);
+
+    last = s + len;
+    n = 1;
+
+    for (p = s; (p = ngx_strlchr(p, last, '\0')) != NULL; p++) {
+        n++;
+    }
+
+    base = 3 + lmcf->wanted->nelts + ctx->recent;
+
+    if (n < base || (n - base) % 2 || (!ctx->cart && n != base)) {
+        return NGX_DECLINED;
+    }
+
+    part = ngx_palloc(r->pool, n * sizeof(ngx_str_t));
+    if (part == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (p = s, n = 0; ; n++) {
+        end = ngx_strlchr(p, last, '\0');
+
+        part[n].data = p;
+        part[n].len = (end ? end : last) - p;
+
+        if (end == NULL) {
+            break;
+        }
+
+        p = end + 1;
+    }
+
+    n++;
+
+    session = ngx_atoi(part[0].data, part[0].len);
+
+    if (session == NGX_ERROR) {
+        return NGX_DECLINED;
+    }
+
+    ctx->session = session;
+
+    if (part[1].len == 1 && part[1].data[0] == '1') {
+        ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_SESSIONS_NEW);
+        ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_GROUP_SESSIONS
+                                    + ctx->group);
+    }
+
+    /* the answer is freed when the reply's handler returns: copied */
+    ctx->profile = ngx_http_lifecycle_profile_parse(r, ctx, part, n);
+
+    return ctx->profile ? NGX_OK : NGX_ERROR;
+}
+
+
+/* a count: the script answers numbers as digits, "" for none */
 
 static ngx_uint_t
-ngx_http_lifecycle_profile_number(redisReply *value)
+ngx_http_lifecycle_profile_number(ngx_str_t *value)
 {
     ngx_int_t  n;
 
-    if (value->type == REDIS_REPLY_INTEGER) {
-        return value->integer > 0 ? (ngx_uint_t) value->integer : 0;
-    }
-
-    if (value->type != REDIS_REPLY_STRING) {
-        return 0;
-    }
-
-    n = ngx_atoi((u_char *) value->str, value->len);
+    n = ngx_atoi(value->data, value->len);
 
     return (n == NGX_ERROR) ? 0 : (ngx_uint_t) n;
 }
@@ -929,7 +1327,7 @@ ngx_http_lifecycle_profile_number(redisReply *value)
 
 static ngx_int_t
 ngx_http_lifecycle_profile_count(ngx_http_request_t *r, ngx_array_t *a,
-    ngx_str_t *field, redisReply *value)
+    ngx_str_t *field, ngx_str_t *value)
 {
     ngx_http_lifecycle_count_t  *c;
 
@@ -949,7 +1347,7 @@ ngx_http_lifecycle_profile_count(ngx_http_request_t *r, ngx_array_t *a,
 
 static ngx_int_t
 ngx_http_lifecycle_profile_string(ngx_http_request_t *r, ngx_str_t *s,
-    redisReply *value)
+    ngx_str_t *value)
 {
     s->len = value->len;
     s->data = ngx_pnalloc(r->pool, s->len);
@@ -957,7 +1355,7 @@ ngx_http_lifecycle_profile_string(ngx_http_request_t *r, ngx_str_t *s,
         return NGX_ERROR;
     }
 
-    ngx_memcpy(s->data, value->str, s->len);
+    ngx_memcpy(s->data, value->data, s->len);
 
     return NGX_OK;
 }
@@ -969,18 +1367,16 @@ ngx_http_lifecycle_profile_string(ngx_http_request_t *r, ngx_str_t *s,
 
 
 static ngx_http_lifecycle_profile_t *
-ngx_http_lifecycle_profile_parse(ngx_http_request_t *r, redisReply *rr)
+ngx_http_lifecycle_profile_parse(ngx_http_request_t *r,
+    ngx_http_lifecycle_ctx_t *ctx, ngx_str_t *part, ngx_uint_t n)
 {
-    size_t                           i, k;
+    ngx_uint_t                       i, k;
     ngx_str_t                       *wanted;
-    redisReply                      *hash, *f, *v;
-    ngx_http_lifecycle_ctx_t        *ctx;
     ngx_http_lifecycle_count_t      *item;
     ngx_http_lifecycle_profile_t    *p;
     ngx_http_lifecycle_main_conf_t  *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_lifecycle_module);
-    ctx = ngx_http_get_module_ctx(r, ngx_http_lifecycle_module);
 
     p = ngx_pcalloc(r->pool, sizeof(ngx_http_lifecycle_profile_t));
     if (p == NULL) {
@@ -1005,56 +1401,46 @@ ngx_http_lifecycle_profile_parse(ngx_http_request_t *r, redisReply *rr)
         return NULL;
     }
 
-    p->visits = (ngx_uint_t) rr->element[0]->integer;
-    p->previous = ngx_http_lifecycle_profile_number(rr->element[2]);
+    p->visits = ctx->session;
+    p->previous = ngx_http_lifecycle_profile_number(&part[2]);
 
     wanted = lmcf->wanted->elts;
     k = 3;
 
     for (i = 0; i < lmcf->wanted->nelts; i++, k++) {
-        v = rr->element[k];
-
-        if (v->type != REDIS_REPLY_STRING && v->type != REDIS_REPLY_INTEGER) {
+        if (part[k].len == 0) {
             continue;
         }
 
-        if (ngx_http_lifecycle_profile_field(r, p, &wanted[i], v) != NGX_OK) {
+        if (ngx_http_lifecycle_profile_field(r, p, &wanted[i], &part[k])
+            != NGX_OK)
+        {
             return NULL;
         }
     }
 
     if (ctx->recent) {
-        v = rr->element[k++];
-
-        if (v->type == REDIS_REPLY_STRING
-            && ngx_http_lifecycle_profile_recent(r, p, v) != NGX_OK)
+        if (part[k].len
+            && ngx_http_lifecycle_profile_recent(r, p, &part[k]) != NGX_OK)
         {
             return NULL;
         }
+
+        k++;
     }
 
-    if (!ctx->cart || rr->element[k]->type != REDIS_REPLY_ARRAY) {
-        return p;
-    }
+    /* the cart: product and quantity pairs */
 
-    hash = rr->element[k];
-
-    for (i = 0; i + 1 < hash->elements; i += 2) {
-        f = hash->element[i];
-        v = hash->element[i + 1];
-
-        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
-            continue;
-        }
-
+    for ( /* void */ ; k + 1 < n; k += 2) {
         item = ngx_array_push(&p->cart_items);
         if (item == NULL
-            || ngx_http_lifecycle_profile_string(r, &item->key, f) != NGX_OK)
+            || ngx_http_lifecycle_profile_string(r, &item->key, &part[k])
+               != NGX_OK)
         {
             return NULL;
         }
 
-        item->count = ngx_http_lifecycle_profile_number(v);
+        item->count = ngx_http_lifecycle_profile_number(&part[k + 1]);
     }
 
     return p;
@@ -1065,7 +1451,7 @@ ngx_http_lifecycle_profile_parse(ngx_http_request_t *r, redisReply *rr)
 
 static ngx_int_t
 ngx_http_lifecycle_profile_field(ngx_http_request_t *r,
-    ngx_http_lifecycle_profile_t *p, ngx_str_t *f, redisReply *v)
+    ngx_http_lifecycle_profile_t *p, ngx_str_t *f, ngx_str_t *v)
 {
     ngx_str_t   type;
     ngx_uint_t  t;
@@ -1115,9 +1501,6 @@ ngx_http_lifecycle_profile_field(ngx_http_request_t *r,
     } else if (ngx_http_lifecycle_field_is(f, "purchases")) {
         p->purchases = ngx_http_lifecycle_profile_number(v);
 
-    } else if (v->type != REDIS_REPLY_STRING) {
-        return NGX_OK;
-
     } else if (ngx_http_lifecycle_field_is(f, "country")) {
         return ngx_http_lifecycle_profile_string(r, &p->country, v);
 
@@ -1136,7 +1519,7 @@ ngx_http_lifecycle_profile_field(ngx_http_request_t *r,
 
 static ngx_int_t
 ngx_http_lifecycle_profile_recent(ngx_http_request_t *r,
-    ngx_http_lifecycle_profile_t *p, redisReply *value)
+    ngx_http_lifecycle_profile_t *p, ngx_str_t *value)
 {
     size_t       len;
     ngx_str_t   *id, copy;
@@ -1173,18 +1556,14 @@ ngx_http_lifecycle_profile_recent(ngx_http_request_t *r,
 
 static ngx_int_t
 ngx_http_lifecycle_profile_popup(ngx_http_request_t *r, ngx_array_t *popups,
-    ngx_str_t *field, redisReply *value)
+    ngx_str_t *field, ngx_str_t *value)
 {
     u_char                            *p, *last, *q;
     uint64_t                           n[4];
     ngx_uint_t                         i;
     ngx_http_lifecycle_popup_state_t  *st;
 
-    if (value->type != REDIS_REPLY_STRING) {
-        return NGX_OK;
-    }
-
-    p = (u_char *) value->str;
+    p = value->data;
     last = p + value->len;
 
     for (i = 0; i < 4; i++) {

@@ -26,14 +26,6 @@
 /* commands in flight beyond this fail fast: Redis is far behind */
 #define NGX_HTTP_LIFECYCLE_MAX_OUTSTANDING   4096
 
-/*
- * Commands leave at the end of the event loop's turn, or as soon as this
- * many wait: Redis starts on them while the worker reads the next
- * requests, instead of the whole turn's at once. On the bench's 50
- * connections this was worth a sixth more pages a second (2: about the
- * same, 8: less, 1: a write per command).
- */
-#define NGX_HTTP_LIFECYCLE_BATCH             4
 
 
 typedef struct ngx_http_lifecycle_free_s  ngx_http_lifecycle_free_t;
@@ -528,13 +520,7 @@ ngx_http_lifecycle_redis_command(ngx_log_t *log,
     size_t                         len;
     ngx_http_lifecycle_pending_t  *p;
 
-    if (rc->ac == NULL || rc->unusable
-        || rc->outstanding >= NGX_HTTP_LIFECYCLE_MAX_OUTSTANDING)
-    {
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, log, 0,
-                       "lifecycle: redis not available");
-
-        ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_ERRORS);
+    if (!ngx_http_lifecycle_redis_ready(log)) {
         return NULL;
     }
 
@@ -573,14 +559,46 @@ ngx_http_lifecycle_redis_command(ngx_log_t *log,
         rc->progress = ngx_current_msec;
     }
 
-    if (++rc->batched >= NGX_HTTP_LIFECYCLE_BATCH && rc->flush.posted) {
+    if (++rc->batched >= NGX_HTTP_LIFECYCLE_BATCH) {
+        ngx_http_lifecycle_redis_flush();
+    }
+
+    return p;
+}
+
+
+/* counted as a failed request when not: a command would not be sent */
+
+ngx_uint_t
+ngx_http_lifecycle_redis_ready(ngx_log_t *log)
+{
+    ngx_http_lifecycle_redis_t  *rc = &ngx_http_lifecycle_redis_worker;
+
+    if (rc->ac == NULL || rc->unusable
+        || rc->outstanding >= NGX_HTTP_LIFECYCLE_MAX_OUTSTANDING)
+    {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, log, 0,
+                       "lifecycle: redis not available");
+
+        ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_ERRORS);
+        return 0;
+    }
+
+    return 1;
+}
+
+
+/* what is queued leaves now, not at the end of the turn */
+
+void
+ngx_http_lifecycle_redis_flush(void)
+{
+    ngx_http_lifecycle_redis_t  *rc = &ngx_http_lifecycle_redis_worker;
+
+    if (rc->flush.posted) {
         ngx_delete_posted_event(&rc->flush);
         ngx_http_lifecycle_redis_flush_handler(&rc->flush);
     }
-
-    ngx_http_lifecycle_stat_inc(NGX_HTTP_LIFECYCLE_STAT_REDIS_ROUNDTRIPS);
-
-    return p;
 }
 
 

@@ -52,7 +52,8 @@ static ngx_http_lifecycle_metric_t  ngx_http_lifecycle_metrics[] = {
       "counter", "Sessions started." },
     { NGX_HTTP_LIFECYCLE_STAT_REDIS_ROUNDTRIPS,
       "lifecycle_redis_roundtrips_total", "counter",
-      "Commands sent to Redis for requests." },
+      "Round trips to Redis made for requests (views recorded by one "
+      "script call count one each)." },
     { NGX_HTTP_LIFECYCLE_STAT_REDIS_ERRORS, "lifecycle_redis_errors_total",
       "counter",
       "Requests whose Redis command failed or could not be sent." },

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 # Exactly one Redis command (EVALSHA) per tracked request, none for the
-# others; the script is reloaded after SCRIPT FLUSH / FLUSHALL (NOSCRIPT).
+# others; the requests of one turn share one call; the script is reloaded after SCRIPT FLUSH / FLUSHALL (NOSCRIPT).
 
 use strict;
 use warnings;
@@ -92,6 +92,43 @@ $t->allow_error(qr/open\(\) ".*\/off\/x" failed/);
 my $m = $t->status_metrics;
 is(($t->metric($m, 'lifecycle_redis_roundtrips_total') // 0) - $rt0, $n,
    "lifecycle_redis_roundtrips_total grew by $n");
+
+# --- requests of one turn: their views go in one script call -----------
+#
+# Nine requests of nine visitors read in one turn of the worker's event
+# loop (one_turn) make three calls (4 + 4 + 1). One visitor's profile key holds a string: its part
+# fails (WRONGTYPE) and its page has no session, the others' are right.
+
+sub request_of { "GET /product/p1 HTTP/1.1\r\nHost: localhost\r\n"
+                 . "Cookie: $_[0]\r\nConnection: close\r\n\r\n" }
+
+my @vids = map { random_vid() } 1 .. 9;
+my $bad = $vids[5];
+$redis->cmd('SET', key_profile($bad), 'not a hash');
+my $e0 = $redis->commandstats->{evalsha} // 0;
+my $rt1 = $t->metric($t->status_metrics, 'lifecycle_redis_roundtrips_total') // 0;
+
+my @res = $t->one_turn(map { request_of($t->cookie_for($_)) } @vids);
+
+is($redis->commandstats->{evalsha} - $e0, 3,
+   'nine requests of one turn: three script calls (4 + 4 + 1)');
+is(($t->metric($t->status_metrics, 'lifecycle_redis_roundtrips_total') // 0) - $rt1,
+   9, 'lifecycle_redis_roundtrips_total: one round trip for each request');
+for my $i (0 .. $#vids) {
+    my $v = $vids[$i];
+    is($res[$i]->status, 200, "batched request $i: 200");
+    if ($v eq $bad) {
+        is($res[$i]->header('X-Session') // '', '',
+           'the visitor whose part failed: no session, default content');
+        next;
+    }
+    is($res[$i]->header('X-Session'), "$v-1", "batched request $i: its own session");
+    is($redis->hgetall(key_profile($v))->{views}, 1, "batched request $i: its view recorded");
+}
+is($redis->cmd('GET', key_profile($bad)), 'not a hash', 'the failed part changed nothing');
+ok(scalar(grep { /profile script failed: .*WRONGTYPE/ } $t->log_lines),
+   'the failed part is logged with its error');
+$t->allow_error(qr/profile script failed: .*WRONGTYPE/);
 
 # --- NOSCRIPT: the script is gone from Redis ------------------------------
 

@@ -851,6 +851,52 @@ sub http_get {
                            timeout => $opt{timeout}, head => $method eq 'HEAD');
 }
 
+# Sends the raw requests (each with "Connection: close") on connections
+# that are open and idle, while the (single) worker is stopped, so that
+# it reads them all in one turn of its event loop; returns the
+# responses in the same order.
+sub one_turn {
+    my ($self, @raw) = @_;
+    my @socks;
+    for (@raw) {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                      PeerPort => $self->{ports}{PORT},
+                                      Proto => 'tcp', Timeout => 10)
+            or die "connect: $!";
+        binmode $s;
+        # accepted and idle: one untracked request answered first
+        syswrite($s, "GET /status HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        my $buf = '';
+        my $sel = IO::Select->new($s);
+        while ($sel->can_read(10)) {
+            sysread($s, $buf, 65536, length $buf) or last;
+            my $h = index($buf, "\r\n\r\n");
+            last if $h >= 0 && $buf =~ /Content-Length: (\d+)/i
+                    && length($buf) >= $h + 4 + $1;
+        }
+        push @socks, $s;
+    }
+    my ($worker) = $self->worker_pids;
+    kill 'STOP', $worker;
+    syswrite($socks[$_], $raw[$_]) for 0 .. $#raw;
+    kill 'CONT', $worker;
+    my @res;
+    for my $s (@socks) {
+        my $buf = '';
+        my $sel = IO::Select->new($s);
+        while ($sel->can_read(10)) {
+            my $n = sysread($s, $buf, 65536, length $buf);
+            last unless $n;
+        }
+        close $s;
+        my $res = bless { status => 0, headers => {}, header_list => [],
+                          body => '', raw => $buf }, 'Lifecycle::Test::Response';
+        _parse_response($res, $buf);
+        push @res, $res;
+    }
+    return @res;
+}
+
 sub http_head { my ($self, $path, @h) = @_; $self->http_get($path, -method => 'HEAD', @h) }
 
 sub http_post {
@@ -1345,13 +1391,18 @@ sub info {
 # as "script|load")
 sub commandstats {
     my ($self) = @_;
+    my $full = $self->commandstats_full;
+    return { map { $_ => $full->{$_}{calls} // 0 } keys %$full };
+}
+
+# command => { calls => N, failed_calls => N, rejected_calls => N, ... }
+sub commandstats_full {
+    my ($self) = @_;
     my $i = $self->info('commandstats');
     my %c;
     for my $k (keys %$i) {
         next unless $k =~ /^cmdstat_(.+)$/;
-        my $name = $1;
-        my ($calls) = $i->{$k} =~ /calls=(\d+)/;
-        $c{$name} = $calls // 0;
+        $c{$1} = { map { split /=/, $_, 2 } split /,/, $i->{$k} };
     }
     return \%c;
 }
