@@ -36,7 +36,7 @@ enum {
 
 
 /* a batch's arguments and its argv fit in one block of its pool */
-#define NGX_HTTP_LIFECYCLE_BATCH_POOL  2048
+#define NGX_HTTP_LIFECYCLE_BATCH_POOL  4096
 
 
 /*

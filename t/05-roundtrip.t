@@ -95,14 +95,15 @@ is(($t->metric($m, 'lifecycle_redis_roundtrips_total') // 0) - $rt0, $n,
 
 # --- requests of one turn: their views go in one script call -----------
 #
-# Nine requests of nine visitors read in one turn of the worker's event
-# loop (one_turn) make three calls (4 + 4 + 1). One visitor's profile key holds a string: its part
-# fails (WRONGTYPE) and its page has no session, the others' are right.
+# Seventeen requests of as many visitors read in one turn of the worker's
+# event loop (one_turn) make three calls (8 + 8 + 1). One visitor's
+# profile key holds a string: its part fails (WRONGTYPE) and its page has
+# no session, the others' are right.
 
 sub request_of { "GET /product/p1 HTTP/1.1\r\nHost: localhost\r\n"
                  . "Cookie: $_[0]\r\nConnection: close\r\n\r\n" }
 
-my @vids = map { random_vid() } 1 .. 9;
+my @vids = map { random_vid() } 1 .. 17;
 my $bad = $vids[5];
 $redis->cmd('SET', key_profile($bad), 'not a hash');
 my $e0 = $redis->commandstats->{evalsha} // 0;
@@ -111,9 +112,9 @@ my $rt1 = $t->metric($t->status_metrics, 'lifecycle_redis_roundtrips_total') // 
 my @res = $t->one_turn(map { request_of($t->cookie_for($_)) } @vids);
 
 is($redis->commandstats->{evalsha} - $e0, 3,
-   'nine requests of one turn: three script calls (4 + 4 + 1)');
+   '17 requests of one turn: three script calls (8 + 8 + 1)');
 is(($t->metric($t->status_metrics, 'lifecycle_redis_roundtrips_total') // 0) - $rt1,
-   9, 'lifecycle_redis_roundtrips_total: one round trip for each request');
+   17, 'lifecycle_redis_roundtrips_total: one round trip for each request');
 for my $i (0 .. $#vids) {
     my $v = $vids[$i];
     is($res[$i]->status, 200, "batched request $i: 200");
