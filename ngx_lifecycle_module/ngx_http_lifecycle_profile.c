@@ -99,9 +99,11 @@ struct ngx_http_lifecycle_batch_s {
  * of the session's lists it reads the one it changes: the products for
  * a product view, the categories (of the category pages seen: those of
  * the products are the catalog's) for a category view.
- * Numbers go to Redis, and into the answer, as string.format('%d')
- * strings: a Lua number is printed with "%.14g" or "%.17g", which costs
- * far more.
+ * Numbers go to Redis, and into the answer, as strings: a Lua number
+ * is printed with "%.14g" or "%.17g", which costs far more. A count is
+ * incremented as digits (inc) unless it ends in 9: tonumber() and
+ * string.format() are most of an increment's cost; counts compare by
+ * length, then as strings.
  * Lists ("r", "s.p", "s.c") are "\nid\nid\n", newest first, trimmed back
  * to their bound by one pattern once longer than 8 bytes an entry: the
  * bytes a list carries are what a view costs most, after the commands.
@@ -109,6 +111,13 @@ struct ngx_http_lifecycle_batch_s {
 static char  ngx_http_lifecycle_script_template[] =
 "local now, day = ARGV[1], ARGV[2]\n"
 "local find, sub, fmt = string.find, string.sub, string.format\n"
+"local byte, char = string.byte, string.char\n"
+"local function inc(s)\n"
+"  if not s then return '1' end\n"
+"  local b = byte(s, -1)\n"
+"  if b and b >= 48 and b < 57 then return sub(s, 1, -2) .. char(b + 1) end\n"
+"  return fmt('%d', (tonumber(s) or 0) + 1)\n"
+"end\n"
 "local function push(l, x, trim, max)\n"
 "  if not l or l == '' then return '\\n' .. x .. '\\n' end\n"
 "  local i = find(l, '\\n' .. x .. '\\n', 1, true)\n"
@@ -180,8 +189,8 @@ static char  ngx_http_lifecycle_script_template[] =
 "  refresh = true\n"
 "end\n"
 "if typ ~= '' then\n"
-"  g[3] = fmt('%d', (tonumber(g[3]) or 0) + 1)\n"
-"  g[4] = fmt('%d', (tonumber(g[4]) or 0) + 1)\n"
+"  g[3] = inc(g[3])\n"
+"  g[4] = inc(g[4])\n"
 "  h[n + 1], h[n + 2] = 'views', g[3]; n = n + 2\n"
 "  h[n + 1], h[n + 2] = tf, g[4]; n = n + 2\n"
 "  local ev = {'XADD', pre .. '" LC_KEY_EVENTS "', '*',\n"
@@ -190,7 +199,7 @@ static char  ngx_http_lifecycle_script_template[] =
 "  local e = 9\n"
 "  if id ~= '' then ev[e + 1], ev[e + 2] = 'id', id; e = e + 2 end\n"
 "  if typ == 'product' and id ~= '' then\n"
-"    g[5] = fmt('%d', (tonumber(g[5]) or 0) + 1)\n"
+"    g[5] = inc(g[5])\n"
 "    g[8] = push(g[8], id, '@RECENT_TRIM@', @RECENT_BYTES@)\n"
 "    h[n + 1], h[n + 2] = pf, g[5]; n = n + 2\n"
 "    h[n + 1], h[n + 2] = 'r', g[8]; n = n + 2\n"
@@ -207,7 +216,7 @@ static char  ngx_http_lifecycle_script_template[] =
 "    redis.call('HINCRBY', cart, id, 1)\n"
 "    redis.call('EXPIRE', cart, first and @FIRST_TTL@ or @TTL@)\n"
 "    redis.call('HINCRBY', v, 's.cart_adds', 1)\n"
-"    g[10] = fmt('%d', (tonumber(g[10]) or 0) + 1)\n"
+"    g[10] = inc(g[10])\n"
 "    h[n + 1], h[n + 2] = 'cart', g[10]; n = n + 2\n"
 "  elseif typ == 'cart_remove' and id ~= '' then\n"
 "    local cart = v .. '" LC_KEY_CART "'\n"
@@ -218,7 +227,7 @@ static char  ngx_http_lifecycle_script_template[] =
 "      h[n + 1], h[n + 2] = 'cart', g[10]; n = n + 2\n"
 "    end\n"
 "  elseif typ == 'purchase' then\n"
-"    g[11] = fmt('%d', (tonumber(g[11]) or 0) + 1)\n"
+"    g[11] = inc(g[11])\n"
 "    g[10] = '0'\n"
 "    h[n + 1], h[n + 2] = 'purchases', g[11]; n = n + 2\n"
 "    h[n + 1], h[n + 2] = 'cart', '0'; n = n + 2\n"
@@ -238,14 +247,14 @@ static char  ngx_http_lifecycle_script_template[] =
 "    if typ ~= 'category' then\n"
 "      ev[e + 1], ev[e + 2] = 'cat', cat; e = e + 2\n"
 "    end\n"
-"    local cn = (tonumber(g[6]) or 0) + 1\n"
-"    g[6] = fmt('%d', cn)\n"
+"    g[6] = inc(g[6])\n"
 "    h[n + 1], h[n + 2] = cf, g[6]; n = n + 2\n"
 "    if typ == 'category' then\n"
 "      local sc = push(g[9], cat, '@SESSION_TRIM@', @SESSION_BYTES@)\n"
 "      h[n + 1], h[n + 2] = 's.c', sc; n = n + 2\n"
 "    end\n"
-"    if cn > (tonumber(g[7]) or 0) then\n"
+"    local t = g[7] or ''\n"
+"    if #g[6] > #t or (#g[6] == #t and g[6] > t) then\n"
 "      topc = cat\n"
 "      h[n + 1], h[n + 2] = 'topc', cat; n = n + 2\n"
 "      h[n + 1], h[n + 2] = 'topn', g[6]; n = n + 2\n"

@@ -223,6 +223,27 @@ is_deeply(list_of($p->{r}), ['p1', 'p2'],
           'recent products (field r, one per line), newest first, once each');
 is($p->{topc}, 'shoes', 'top category');
 is($p->{topn}, 2, 'top category count');
+
+# counts are incremented as digits: across 9 -> 10 -> 11 they stay
+# right, and the top category is the one counted most, not the one
+# whose count sorts last as a string ("9" > "10")
+{
+    my $v = random_vid();
+    my $c = $t->cookie_for($v);
+    $t->http_get('/product/p1?cat=hats', Cookie => $c) for 1 .. 9;
+    $t->http_get('/product/p2?cat=bags', Cookie => $c) for 1 .. 10;
+    my $q = $redis->hgetall(key_profile($v));
+    is($q->{'c:hats'}, 9, 'c:hats 9');
+    is($q->{'c:bags'}, 10, 'c:bags 10');
+    is($q->{views}, 19, 'views 19 (9 -> 10 on the way)');
+    is($q->{'p:p2'}, 10, 'p:p2 10');
+    is($q->{topc}, 'bags', 'top category: 10 views beat 9');
+    is($q->{topn}, 10, 'top category count 10');
+    $t->http_get('/product/p1?cat=hats', Cookie => $c) for 1 .. 2;
+    $q = $redis->hgetall(key_profile($v));
+    is($q->{topc}, 'hats', 'then 11 beat 10');
+    is($q->{topn}, 11, 'top category count 11');
+}
 is_deeply($redis->cmd('LRANGE', key_searches($vid), 0, -1), ['sandals', 'boots'],
           'searches, newest first');
 is_deeply($redis->cmd('LRANGE', key_orders($vid), 0, -1), ['O123'], 'orders list');
