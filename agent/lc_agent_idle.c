@@ -238,7 +238,8 @@ lc_agent_kind_of(lc_agent_session_t *s, const char **why)
         return "cart";
     }
 
-    if (lc_agent_list_has(p, LC_AGENT_P_PRODUCTS)
+    /* "s.pb": the length of the session's products in "r" */
+    if (lc_agent_reply_ll(p->element[LC_AGENT_P_PRODUCTS]) > 0
         || lc_agent_list_has(p, LC_AGENT_P_CATEGORIES))
     {
         return "browse";
@@ -499,7 +500,7 @@ lc_agent_session(lc_agent_t *ag, lc_agent_session_t *s, long long now)
     redisReply  *r;
 
     s->profile = lc_agent_cmd(ag, "HMGET " LC_PREFIX_FMT LC_KEY_VISITOR "%s"
-                              " visits last s.start s.p s.c s.purchase"
+                              " visits last s.start s.pb s.c s.purchase"
                               " last_purchase cart person email optin",
                               s->shard, s->vid);
 

@@ -729,6 +729,23 @@ lc_agent_field(const redisReply *hash, const char *name, size_t *len)
 }
 
 
+/* the current session's products: the start of "r" (lifecycle_keys.h) */
+
+static const char *
+lc_agent_session_products(const redisReply *profile, size_t *len)
+{
+    size_t       n;
+    const char  *r;
+
+    r = lc_agent_field(profile, "r", len);
+    *len = lc_session_products(*len,
+                               strtoll(lc_agent_field(profile, "s.pb", &n),
+                                       NULL, 10));
+
+    return r;
+}
+
+
 static int
 lc_agent_add_str(lc_agent_arena_t *a, lc_value_t *obj, const char *key,
     const char *s, size_t len, int trusted)
@@ -1093,7 +1110,7 @@ lc_agent_linked_sessions(lc_agent_t *ag, lc_agent_data_t *d,
         return 0;
     }
 
-    s = lc_agent_field(d->profile, "s.p", &len);
+    s = lc_agent_session_products(d->profile, &len);
     lc_agent_list_merge(&d->recent, s, len);
     lc_agent_product_categories(ag->conf, cats, s, len);
     s = lc_agent_field(d->profile, "s.c", &len);
@@ -1223,7 +1240,7 @@ lc_agent_build(lc_agent_t *ag, lc_agent_msg_t *m, lc_agent_arena_t *a)
 
     } else if (m->ref->sess == visits) {
         /* the session is the current one: its fields are in the profile */
-        s = lc_agent_field(d.profile, "s.p", &len);
+        s = lc_agent_session_products(d.profile, &len);
         lc_agent_buf_add(&d.products, s, len);
         lc_agent_product_categories(ag->conf, &d.categories, s, len);
         s = lc_agent_field(d.profile, "s.c", &len);

@@ -71,7 +71,7 @@
 
 /* bounds on what one visitor keeps */
 #define LC_RECENT_MAX         20
-#define LC_SESSION_MAX        20      /* products, categories of a session */
+#define LC_SESSION_MAX        20      /* categories of a session */
 #define LC_SEARCHES_MAX       10
 #define LC_ORDERS_MAX         50
 #define LC_STREAM_MAXLEN      10000
@@ -139,6 +139,24 @@ lc_list_next(const char **p, const char *end, size_t *len)
     }
 
     return NULL;
+}
+
+
+
+/*
+ * The current session's products, as a list of the same form: the first
+ * "s.pb" bytes of the profile's "r" after its leading "\n" (a product
+ * viewed moves to the front of "r", so the session's come first; at most
+ * LC_RECENT_MAX of them). The length of that start of "r".
+ */
+static inline size_t
+lc_session_products(size_t rlen, long long pb)
+{
+    if (pb <= 0 || rlen == 0) {
+        return 0;
+    }
+
+    return ((unsigned long long) pb + 1 < rlen) ? (size_t) pb + 1 : rlen;
 }
 
 

@@ -96,15 +96,20 @@ struct ngx_http_lifecycle_batch_s {
  * retention and the session its idle entry.
  *
  * A steady view is one HMGET and one HSET of the profile and one XADD;
- * of the session's lists it reads the one it changes: the products for
- * a product view, the categories (of the category pages seen: those of
- * the products are the catalog's) for a category view.
+ * of the session's fields it reads the one it changes: the length of
+ * its products in "r" for a product view, its categories (of the
+ * category pages seen: those of the products are the catalog's) for a
+ * category view.
  * Numbers go to Redis, and into the answer, as strings: a Lua number
  * is printed with "%.14g" or "%.17g", which costs far more. A count is
  * incremented as digits (inc) unless it ends in 9: tonumber() and
  * string.format() are most of an increment's cost; counts compare by
  * length, then as strings.
- * Lists ("r", "s.p", "s.c") are "\nid\nid\n", newest first, trimmed back
+ * The session's products are the first "s.pb" bytes of "r" after its
+ * leading "\n": a product viewed moves to the front of "r", so those of
+ * the session come first; one list less to read, change and write is
+ * about a twelfth of a view's cost.
+ * Lists ("r", "s.c") are "\nid\nid\n", newest first, trimmed back
  * to their bound by one pattern once longer than 8 bytes an entry: the
  * bytes a list carries are what a view costs most, after the commands.
  */
@@ -118,17 +123,26 @@ static char  ngx_http_lifecycle_script_template[] =
 "  if b and b >= 48 and b < 57 then return sub(s, 1, -2) .. char(b + 1) end\n"
 "  return fmt('%d', (tonumber(s) or 0) + 1)\n"
 "end\n"
-"local function push(l, x, trim, max)\n"
-"  if not l or l == '' then return '\\n' .. x .. '\\n' end\n"
+"local function push(l, x, trim, max, pb)\n"
+"  local n = #x + 1\n"
+"  if not l or l == '' then return '\\n' .. x .. '\\n', n end\n"
 "  local i = find(l, '\\n' .. x .. '\\n', 1, true)\n"
-"  if i == 1 then return l end\n"
+"  if i == 1 then\n"
+"    if pb == 0 then pb = n end\n"
+"    return l, pb\n"
+"  end\n"
 "  if i then\n"
+"    if pb and i + #x > pb then pb = pb + n end\n"
 "    l = '\\n' .. x .. sub(l, 1, i) .. sub(l, i + #x + 2)\n"
 "  else\n"
+"    if pb then pb = pb + n end\n"
 "    l = '\\n' .. x .. l\n"
 "  end\n"
-"  if #l > max then l = string.match(l, trim) or l end\n"
-"  return l\n"
+"  if #l > max then\n"
+"    l = string.match(l, trim) or l\n"
+"    if pb and pb >= #l then pb = #l - 1 end\n"
+"  end\n"
+"  return l, pb\n"
 "end\n"
 "local function one(v, cut, typ, id, cat, o)\n"
 "local grp, country, city, first = '', '', '', false\n"
@@ -143,7 +157,7 @@ static char  ngx_http_lifecycle_script_template[] =
 "end\n"
 "if typ == 'category' and id ~= '' then cat = id end\n"
 "local tf, pf, cf = 't:' .. typ, 'p:' .. id, 'c:' .. cat\n"
-"local sl = typ == 'category' and 's.c' or 's.p'\n"
+"local sl = typ == 'category' and 's.c' or 's.pb'\n"
 "local g\n"
 "if first then\n"
 "  g = {@FALSES@}\n"
@@ -162,11 +176,13 @@ static char  ngx_http_lifecycle_script_template[] =
 "  local sn = tonumber(ss) or 0\n"
 "  if sn > 0 then\n"
 "    local s = redis.call('HMGET', v, 's.start', 's.v0', 's.cart_adds',\n"
-"      's.purchase', 's.p', 's.c')\n"
+"      's.purchase', 's.pb', 's.c')\n"
 "    local old = pre .. 's:' .. vid .. ':' .. ss\n"
+"    local pb = tonumber(s[5]) or 0\n"
 "    redis.call('HSET', old, 'start', s[1] or g[2], 'last', g[2],\n"
 "      'views', fmt('%d', (tonumber(g[3]) or 0) - (tonumber(s[2]) or 0)),\n"
-"      'p', s[5] or '', 'c', s[6] or '', 'cart_adds', s[3] or '0',\n"
+"      'p', pb > 0 and sub(g[8] or '', 1, pb + 1) or '', 'c', s[6] or '',\n"
+"      'cart_adds', s[3] or '0',\n"
 "      'purchase', s[4] or '')\n"
 "    redis.call('EXPIRE', old, @TTL@)\n"
 "  end\n"
@@ -176,7 +192,7 @@ static char  ngx_http_lifecycle_script_template[] =
 "  g[9] = false\n"
 "  h[5], h[6], h[7], h[8] = 'visits', first and '0' or ss, 's.start', now\n"
 "  h[9], h[10], h[11], h[12] = 's.v0', g[3] or '0', 's.cart_adds', '0'\n"
-"  h[13], h[14], h[15], h[16] = 's.purchase', '', 's.p', ''\n"
+"  h[13], h[14], h[15], h[16] = 's.purchase', '', 's.pb', '0'\n"
 "  h[17], h[18] = 's.c', ''\n"
 "  n = 18\n"
 "  if sn == 1 then h[19], h[20] = 'first', now; n = 20 end\n"
@@ -200,11 +216,12 @@ static char  ngx_http_lifecycle_script_template[] =
 "  if id ~= '' then ev[e + 1], ev[e + 2] = 'id', id; e = e + 2 end\n"
 "  if typ == 'product' and id ~= '' then\n"
 "    g[5] = inc(g[5])\n"
-"    g[8] = push(g[8], id, '@RECENT_TRIM@', @RECENT_BYTES@)\n"
+"    local pb\n"
+"    g[8], pb = push(g[8], id, '@RECENT_TRIM@', @RECENT_BYTES@,\n"
+"      tonumber(g[9]) or 0)\n"
 "    h[n + 1], h[n + 2] = pf, g[5]; n = n + 2\n"
 "    h[n + 1], h[n + 2] = 'r', g[8]; n = n + 2\n"
-"    local sp = push(g[9], id, '@SESSION_TRIM@', @SESSION_BYTES@)\n"
-"    h[n + 1], h[n + 2] = 's.p', sp; n = n + 2\n"
+"    h[n + 1], h[n + 2] = 's.pb', fmt('%d', pb); n = n + 2\n"
 "  elseif typ == 'search' and id ~= '' then\n"
 "    local q = v .. '" LC_KEY_SEARCHES "'\n"
 "    redis.call('LPUSH', q, id)\n"

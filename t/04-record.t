@@ -88,6 +88,7 @@ $t->config(<<'EOF');
         root %%HTML%%;
         lifecycle on;
         lifecycle_session_timeout 1s;
+        lifecycle_view product ^/product/(?<id>[^/]+)$;
         lifecycle_view page ^/;
         add_header X-Visitor $lifecycle_visitor always;
         add_header X-Session $lifecycle_session always;
@@ -249,7 +250,8 @@ is_deeply($redis->cmd('LRANGE', key_searches($vid), 0, -1), ['sandals', 'boots']
 is_deeply($redis->cmd('LRANGE', key_orders($vid), 0, -1), ['O123'], 'orders list');
 
 is($p->{views} - ($p->{'s.v0'} // 0), 12, 'session views 12 (views - s.v0)');
-is_deeply(list_of($p->{'s.p'}), ['p1', 'p2'], 'session products, newest first');
+is_deeply(list_of(session_products($p)), ['p1', 'p2'],
+          'session products (the start of r, s.pb bytes), newest first');
 is_deeply(list_of($p->{'s.c'}), ['shoes'], 'session categories');
 is($p->{'s.cart_adds'}, 2, 'session cart_adds');
 is($p->{'s.purchase'}, 'O123', 'session purchase');
@@ -280,11 +282,11 @@ ok(!(grep { !defined $_->{sess} || !defined $_->{vid} } @$ev),
               'recent products: the newest 20 first');
     ok(length($lp->{r}) <= 20 * 8 + 8, 'recent products: the field stays bounded ('
        . length($lp->{r}) . ' bytes)');
-    is_deeply([ @{ list_of($lp->{'s.p'}) }[0 .. 19] ], [ map { "q$_" } reverse 51 .. 70 ],
-              'session products: the newest 20 first');
-    ok(length($lp->{'s.p'}) <= 20 * 8 + 8, 'session products: bounded ('
-       . length($lp->{'s.p'}) . ' bytes)');
-    is(list_of($lp->{'s.p'})->[0], 'q70', 'session products: newest first');
+    is_deeply([ @{ list_of(session_products($lp)) }[0 .. 19] ],
+              [ map { "q$_" } reverse 51 .. 70 ],
+              'session products: the newest 20 first (all of r)');
+    is($lp->{'s.pb'}, length($lp->{r}) - 1, 's.pb: no more than r holds');
+    ok(!exists $lp->{'s.p'}, 'no separate session product list');
     $t->http_get('/product/q60', Cookie => $lc);
     is_deeply([ @{ list_of($redis->cmd('HGET', key_profile($lv), 'r')) }[0 .. 2] ], ['q60', 'q70', 'q69'],
               'a product seen again moves to the front, once');
@@ -369,6 +371,37 @@ is($e->{sess}, 2, 'event sess 2');
 is($e->{ns}, 1, 'event ns=1 on a new session');
 ok(($e->{new} // '') ne '1', 'not a new visitor');
 ok(defined $redis->cmd('ZSCORE', key_idle($vid3), "$vid3:2"), 'idle entry for session 2');
+
+# --- the session's products are the start of r ---------------------------
+
+{
+    my $r1 = $t->http_get('/product/p1', -port => $sp);
+    my ($v) = split_cookie($r1->cookie('lc_vid') // '');
+    my $c = 'lc_vid=' . $r1->cookie('lc_vid');
+    $t->http_get('/product/p2', -port => $sp, Cookie => $c);
+    $t->http_get('/product/p1', -port => $sp, Cookie => $c);
+    my $q = $redis->hgetall(key_profile($v));
+    is_deeply(list_of(session_products($q)), ['p1', 'p2'],
+              'session 1: p1, p2, p1 again: p1 p2');
+    my $at = time();
+    sleep(0.05) while time() - $at < 1.3;
+    my $got = '';
+    my $n = 0;
+    wait_until {
+        my $x = $t->http_get('/product/q1', -port => $sp, Cookie => $c);
+        $n++;
+        $got = $x->header('X-Session') // '';
+        $got eq "$v-2";
+    } timeout => 6, interval => 0.3;
+    is($got, "$v-2", 'session 2 started');
+    $t->http_get('/product/p2', -port => $sp, Cookie => $c);
+    $q = $redis->hgetall(key_profile($v));
+    is_deeply(list_of($q->{r}), ['p2', 'q1', 'p1'], 'r: p2 q1 p1');
+    is_deeply(list_of(session_products($q)), ['p2', 'q1'],
+              'session 2: q1 and p2 again, not p1 of session 1');
+    is_deeply(list_of($redis->hgetall(key_session($v, 1))->{p}), ['p1', 'p2'],
+              'session 1 kept its products when it ended');
+}
 
 # --- the first request of a day renews the TTLs, within a session ----------
 

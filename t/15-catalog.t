@@ -98,7 +98,7 @@ $p = $redis->hgetall($pk);
 is_deeply(categories($p), { 'c:running-shoes' => 2, 'c:hats' => 1 },
           'c:running-shoes 2, c:hats 1');
 is($p->{'p:r2'}, 1, 'p:r2 1');
-ok((grep { $_ eq 'r2' } split /\n/, $p->{'s.p'} // ''),
+ok((grep { $_ eq 'r2' } split /\n/, session_products($p)),
    'the session lists the product (its category is the catalog\'s)');
 ok(!(grep { $_ eq 'running-shoes' } split /\n/, $p->{'s.c'} // ''),
    'the session\'s categories are the category pages seen');

@@ -87,7 +87,7 @@ our @EXPORT_OK = qw(
     wait_until sign_vid vid_shard random_vid b64url split_cookie
     cookie_valid key_profile key_searches key_cart key_orders
     key_session key_events key_idle http_request_to parse_metrics
-    list_to_hash
+    list_to_hash session_products
 );
 our %EXPORT_TAGS = (all => \@EXPORT_OK);
 
@@ -164,6 +164,15 @@ sub key_session  { _pfx($_[0]) . "s:$_[0]:$_[1]" }
 # key_events / key_idle take a vid or a shard ("0a")
 sub key_events   { my $h = length $_[0] == 2 ? $_[0] : vid_shard($_[0]); "lc:{$h}:ev" }
 sub key_idle     { my $h = length $_[0] == 2 ? $_[0] : vid_shard($_[0]); "lc:{$h}:idle" }
+
+# the current session's products of a profile hash (docs/redis.md): the
+# first "s.pb" bytes of "r" after its leading "\n", in r's own form
+sub session_products {
+    my ($p) = @_;
+    my $pb = $p->{'s.pb'} // 0;
+    return '' if $pb <= 0 || !defined $p->{r};
+    return substr($p->{r}, 0, $pb + 1);
+}
 
 sub list_to_hash {
     my ($list) = @_;
