@@ -861,6 +861,22 @@ ngx_http_lifecycle_add_header(ngx_http_request_t *r, char *name,
 }
 
 
+/* a content handler's 405, with the methods it takes ("GET, HEAD") */
+
+ngx_int_t
+ngx_http_lifecycle_not_allowed(ngx_http_request_t *r, char *allow)
+{
+    if (ngx_http_lifecycle_add_header(r, "Allow", (u_char *) allow,
+                                      ngx_strlen(allow))
+        == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return NGX_HTTP_NOT_ALLOWED;
+}
+
+
 /* a content handler's answer: a body in memory that outlives the request */
 
 ngx_int_t

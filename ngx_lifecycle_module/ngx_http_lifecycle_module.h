@@ -419,6 +419,7 @@ ngx_int_t ngx_http_lifecycle_read_file(ngx_conf_t *cf, ngx_str_t *name,
     ngx_str_t *out);
 ngx_table_elt_t *ngx_http_lifecycle_add_header(ngx_http_request_t *r,
     char *name, u_char *value, size_t len);
+ngx_int_t ngx_http_lifecycle_not_allowed(ngx_http_request_t *r, char *allow);
 ngx_int_t ngx_http_lifecycle_send(ngx_http_request_t *r, ngx_uint_t status,
     char *type, u_char *data, size_t len);
 ngx_int_t ngx_http_lifecycle_want(ngx_conf_t *cf, ngx_str_t *field);

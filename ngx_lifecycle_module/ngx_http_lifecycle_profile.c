@@ -332,8 +332,9 @@ static void ngx_http_lifecycle_batch_handler(ngx_event_t *ev);
 static void ngx_http_lifecycle_batch_send(ngx_http_lifecycle_batch_t *b);
 static void ngx_http_lifecycle_batch_call(ngx_http_lifecycle_batch_t *b);
 static void ngx_http_lifecycle_batch_split(ngx_http_lifecycle_batch_t *b);
-static ngx_int_t ngx_http_lifecycle_copy_str(ngx_pool_t *pool, ngx_str_t *to,
-    ngx_str_t *from);
+static ngx_int_t ngx_http_lifecycle_batch_copy(
+    ngx_http_lifecycle_batch_t *to, ngx_http_lifecycle_batch_t *from,
+    ngx_uint_t i);
 static void ngx_http_lifecycle_batch_done(ngx_http_lifecycle_batch_t *b);
 static void ngx_http_lifecycle_profile_wake(ngx_http_lifecycle_ctx_t *ctx);
 static void ngx_http_lifecycle_profile_failed(ngx_http_lifecycle_ctx_t *ctx,
@@ -1047,8 +1048,7 @@ ngx_http_lifecycle_batch_call(ngx_http_lifecycle_batch_t *b)
 static void
 ngx_http_lifecycle_batch_split(ngx_http_lifecycle_batch_t *b)
 {
-    ngx_str_t                   *from, *to;
-    ngx_uint_t                   i, j;
+    ngx_uint_t                   i;
     ngx_http_lifecycle_ctx_t    *ctx;
     ngx_http_lifecycle_batch_t  *one;
 
@@ -1058,33 +1058,13 @@ ngx_http_lifecycle_batch_split(ngx_http_lifecycle_batch_t *b)
 
         one = ngx_http_lifecycle_batch_create();
 
-        if (one == NULL
-            || ngx_http_lifecycle_copy_str(one->pool, &one->key[0],
-                                           &b->key[i])
-               != NGX_OK)
-        {
-            if (one) {
-                ngx_destroy_pool(one->pool);
-            }
-
+        if (one == NULL) {
             if (ctx) {
                 ctx->batch = NULL;
                 ngx_http_lifecycle_profile_wake(ctx);
             }
 
             continue;
-        }
-
-        from = b->args[i];
-        to = one->args[0];
-
-        for (j = 0; j < NGX_HTTP_LIFECYCLE_NARGS; j++) {
-            if (from[j].len
-                && ngx_http_lifecycle_copy_str(one->pool, &to[j], &from[j])
-                   != NGX_OK)
-            {
-                break;
-            }
         }
 
         one->n = 1;
@@ -1096,12 +1076,12 @@ ngx_http_lifecycle_batch_split(ngx_http_lifecycle_batch_t *b)
             ctx->slot = 0;
         }
 
-        if (j < NGX_HTTP_LIFECYCLE_NARGS) {
-            ngx_http_lifecycle_batch_done(one);
-            continue;
-        }
+        if (ngx_http_lifecycle_batch_copy(one, b, i) == NGX_OK) {
+            ngx_http_lifecycle_batch_send(one);
 
-        ngx_http_lifecycle_batch_send(one);
+        } else {
+            ngx_http_lifecycle_batch_done(one);
+        }
     }
 
     ngx_destroy_pool(b->pool);
@@ -1109,13 +1089,37 @@ ngx_http_lifecycle_batch_split(ngx_http_lifecycle_batch_t *b)
 }
 
 
-static ngx_int_t
-ngx_http_lifecycle_copy_str(ngx_pool_t *pool, ngx_str_t *to, ngx_str_t *from)
-{
-    to->data = ngx_pstrdup(pool, from);
-    to->len = from->len;
+/* view "i" of "from" as the first of "to", in the pool of "to" */
 
-    return to->data ? NGX_OK : NGX_ERROR;
+static ngx_int_t
+ngx_http_lifecycle_batch_copy(ngx_http_lifecycle_batch_t *to,
+    ngx_http_lifecycle_batch_t *from, ngx_uint_t i)
+{
+    ngx_str_t   *s, *d;
+    ngx_uint_t   j;
+
+    to->key[0].len = from->key[i].len;
+    to->key[0].data = ngx_pstrdup(to->pool, &from->key[i]);
+
+    if (to->key[0].data == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (j = 0; j < NGX_HTTP_LIFECYCLE_NARGS; j++) {
+        s = &from->args[i][j];
+        d = &to->args[0][j];
+
+        if (s->len) {
+            d->len = s->len;
+            d->data = ngx_pstrdup(to->pool, s);
+
+            if (d->data == NULL) {
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    return NGX_OK;
 }
 
 

@@ -262,14 +262,7 @@ ngx_http_lifecycle_script_handler(ngx_http_request_t *r)
     ngx_http_lifecycle_script_conf_t  *sc;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        if (ngx_http_lifecycle_add_header(r, "Allow", (u_char *) "GET, HEAD",
-                                          sizeof("GET, HEAD") - 1)
-            == NULL)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        return NGX_HTTP_NOT_ALLOWED;
+        return ngx_http_lifecycle_not_allowed(r, "GET, HEAD");
     }
 
     rc = ngx_http_discard_request_body(r);

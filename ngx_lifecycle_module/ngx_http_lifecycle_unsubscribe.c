@@ -139,15 +139,7 @@ ngx_http_lifecycle_unsubscribe_handler(ngx_http_request_t *r)
     ngx_http_lifecycle_main_conf_t  *lmcf;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_POST))) {
-        if (ngx_http_lifecycle_add_header(r, "Allow",
-                                          (u_char *) "GET, HEAD, POST",
-                                          sizeof("GET, HEAD, POST") - 1)
-            == NULL)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        return NGX_HTTP_NOT_ALLOWED;
+        return ngx_http_lifecycle_not_allowed(r, "GET, HEAD, POST");
     }
 
     /* a one-click POST says "List-Unsubscribe=One-Click": the URL is all */

@@ -890,17 +890,12 @@ sub one_turn {
     syswrite($socks[$_], $raw[$_]) for 0 .. $#raw;
     kill 'CONT', $worker;
     my @res;
+    my $deadline = time() + 10;
     for my $s (@socks) {
-        my $buf = '';
-        my $sel = IO::Select->new($s);
-        while ($sel->can_read(10)) {
-            my $n = sysread($s, $buf, 65536, length $buf);
-            last unless $n;
-        }
-        close $s;
         my $res = bless { status => 0, headers => {}, header_list => [],
-                          body => '', raw => $buf }, 'Lifecycle::Test::Response';
-        _parse_response($res, $buf);
+                          body => '', raw => '' }, 'Lifecycle::Test::Response';
+        $res->{raw} = _read_to_close($s, $deadline, $res);
+        _parse_response($res, $res->{raw});
         push @res, $res;
     }
     return @res;
@@ -945,9 +940,18 @@ sub http_request_to {
         }
         $off += $n;
     }
+    my $buf = _read_to_close($s, $t0 + $timeout, $res);
+    $res->{elapsed} = time() - $t0;
+    $res->{raw} = $buf;
+    _parse_response($res, $buf, $o{head});
+    return $res;
+}
+
+# reads until the peer closes (or the deadline: error "timeout"), closes
+sub _read_to_close {
+    my ($s, $deadline, $res) = @_;
     my $sel = IO::Select->new($s);
     my $buf = '';
-    my $deadline = $t0 + $timeout;
     while (1) {
         my $left = $deadline - time();
         if ($left <= 0) { $res->{error} //= 'timeout'; last }
@@ -961,10 +965,7 @@ sub http_request_to {
         last if $n == 0;
     }
     close $s;
-    $res->{elapsed} = time() - $t0;
-    $res->{raw} = $buf;
-    _parse_response($res, $buf, $o{head});
-    return $res;
+    return $buf;
 }
 
 sub _parse_response {
